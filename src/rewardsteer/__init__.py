@@ -1,0 +1,16 @@
+"""rewardsteer: inference-time reward alignment of generative models, at a known compute cost."""
+
+from .budget import Budget, Meter
+from .core import FunctionReward, OneStepGenerator, Reward, Sampler, StepOutput
+from .errors import RewardsteerError, UnknownNameError, WeightsError
+from .methods import METHODS, best_of_n, random_search, reno, zero_order_search
+from .result import Result
+from .rewards import ClassifierReward, Ensemble, WeightedSum, as_reward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS", "Budget", "ClassifierReward", "Ensemble", "FunctionReward", "Meter", "OneStepGenerator", "Result",
+    "Reward", "RewardsteerError", "Sampler", "StepOutput", "UnknownNameError", "WeightedSum", "WeightsError",
+    "as_reward", "best_of_n", "random_search", "reno", "zero_order_search",
+]

@@ -1,0 +1,140 @@
+"""The three kinds of object every method works on: one-step generators, multi-step samplers, rewards.
+
+Conventions (DESIGN.md): samples are images in [0, 1], shape (B, C, H, W); device and dtype follow the
+input tensors; randomness comes from an explicit `torch.Generator`; `cond` is None, one value shared by
+the batch, or a tensor with one row per sample (see `select_cond`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import RewardsteerError
+
+
+def select_cond(cond: Any, index: torch.Tensor | slice, batch: int) -> Any:
+    """The rows of a per-sample condition (leading dim == batch); shared conditions pass through."""
+    if isinstance(cond, torch.Tensor) and cond.ndim > 0 and cond.shape[0] == batch:
+        return cond[index]
+    return cond
+
+
+def as_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator from a seed (or the one given); methods never touch the global RNG."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator(device=device).manual_seed(0 if seed is None else int(seed))
+
+
+class OneStepGenerator(torch.nn.Module):
+    """G(z, cond) -> samples, differentiable in z (SD-Turbo, consistency models, unrolled few-step samplers).
+
+    Subclasses set `noise_shape` (per sample) and `nfe_per_call` (generator evaluations per sample per call)
+    and implement `forward(z, cond)`. They must not wrap `forward` in no_grad: noise optimization
+    backpropagates through it, and the caller chooses.
+    """
+
+    noise_shape: tuple[int, ...]
+    nfe_per_call: int = 1
+
+    def sample_noise(self, n: int, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
+        ref = next(self.parameters(), None)
+        device = device or (ref.device if ref is not None else "cpu")
+        dtype = dtype or (ref.dtype if ref is not None else torch.float32)
+        return torch.randn((n, *self.noise_shape), generator=generator, device=generator.device).to(device, dtype)
+
+
+@dataclass
+class StepOutput:
+    """One transition x_i -> x_{i+1} of a stochastic sampler: x_next ~ N(mean, std²)."""
+
+    x_next: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor  # broadcastable to mean; 0 on the last step
+    x0_pred: torch.Tensor  # model-space prediction of the clean sample
+
+
+class Sampler(torch.nn.Module):
+    """A multi-step sampler exposing, per step, the x0-prediction and a Gaussian transition.
+
+    Step i (0-based, `num_steps` in all) maps x_i -> x_{i+1}; x_0 is pure noise, x_{num_steps} the sample.
+    The step noise is passed in explicitly so every particle is reproducible. `decode` maps model space to
+    samples in [0, 1] (identity scaling for pixels, a VAE for latents).
+    """
+
+    num_steps: int
+    state_shape: tuple[int, ...]
+
+    def predict_x0(self, x: torch.Tensor, i: int, cond: Any) -> torch.Tensor:  # one NFE per sample
+        raise NotImplementedError
+
+    def transition(self, x: torch.Tensor, i: int, x0_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of x_{i+1} given x_i and the x0-prediction."""
+        raise NotImplementedError
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, i: int, cond: Any, noise: torch.Tensor | None) -> StepOutput:
+        x0 = self.predict_x0(x, i, cond)
+        mean, std = self.transition(x, i, x0)
+        x_next = mean if noise is None else mean + std * noise
+        return StepOutput(x_next, mean, std, x0)
+
+    def sample_noise(self, n: int, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
+        ref = next(self.parameters(), None)
+        device = device or (ref.device if ref is not None else "cpu")
+        dtype = dtype or (ref.dtype if ref is not None else torch.float32)
+        return torch.randn((n, *self.state_shape), generator=generator, device=generator.device).to(device, dtype)
+
+
+class RewardError(RewardsteerError):
+    """A reward returned something other than one finite-or-NaN score per sample."""
+
+
+class Reward:
+    """Maps a batch of samples (+ condition) to one score per sample, keeping each member's score.
+
+    `member_scores` returns {member name: (B,) scores}; `combine` reduces them to the (B,) objective.
+    A plain reward has one member, itself. `differentiable` says whether gradients flow to the samples.
+    """
+
+    name: str = "reward"
+    differentiable: bool = True
+
+    def member_scores(self, samples: torch.Tensor, cond: Any = None) -> dict[str, torch.Tensor]:
+        return {self.name: self.score(samples, cond)}
+
+    def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def combine(self, members: dict[str, torch.Tensor]) -> torch.Tensor:
+        (only,) = members.values()
+        return only
+
+    def evaluate(self, samples: torch.Tensor, cond: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(objective (B,), members) with each member's output checked for shape."""
+        members = self.member_scores(samples, cond)
+        b = samples.shape[0]
+        for name, s in members.items():
+            if not isinstance(s, torch.Tensor) or s.shape != (b,):
+                got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+                raise RewardError(f"reward '{name}' returned shape {got} for a batch of {b}; expected ({b},)")
+        return self.combine(members), members
+
+    def __call__(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return self.evaluate(samples, cond)[0]
+
+
+class FunctionReward(Reward):
+    """Any callable `fn(samples, cond) -> (B,)` as a reward."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str, differentiable: bool = True):
+        self.fn, self.name, self.differentiable = fn, name, differentiable
+
+    def score(self, samples, cond=None):
+        return self.fn(samples, cond)

@@ -1,0 +1,59 @@
+"""The bundled models: names, cards, and safe loading (safetensors only; pickles are refused)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import UnknownNameError, WeightsError
+from .nets import Classifier, UNet
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", *(f"mnist-proxy-{k}" for k in range(5)))
+_ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier}
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, refusing pickles (torch.save / .pt / .ckpt) and naming bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise WeightsError(f"{path} is a pickle / torch.save file; rewardsteer loads only safetensors "
+                           "(convert it with safetensors.torch.save_file(state_dict, 'model.safetensors'))")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not a valid safetensors file (corrupt or truncated?): {e}") from None
+
+
+def model_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    if name not in BUNDLED:
+        raise UnknownNameError("model", name, BUNDLED)
+    path = weights_dir / f"{name}.json"
+    if not path.is_file():
+        raise WeightsError(f"the card {path} is missing: reinstall rewardsteer or retrain with rewardsteer.train")
+    return json.loads(path.read_text())
+
+
+def list_models(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
+    return [model_card(n, weights_dir) for n in BUNDLED if (weights_dir / f"{n}.json").is_file()]
+
+
+def load_network(name: str, weights_dir: Path = WEIGHTS_DIR) -> torch.nn.Module:
+    """The bundled network `name` in eval mode, gradients off for its parameters."""
+    card = model_card(name, weights_dir)
+    arch = card["architecture"]
+    net = _ARCHITECTURES[arch["class"]](**arch["config"])
+    state = load_safetensors(weights_dir / f"{name}.safetensors")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise WeightsError(f"{weights_dir / (name + '.safetensors')} does not match its card: {e}") from None
+    return net.eval().requires_grad_(False)
