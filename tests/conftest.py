@@ -1,5 +1,7 @@
 """Shared fixtures: tiny random models (fast, no weights) and toy rewards with known optima."""
 
+import os
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from rewardsteer.flow import FlowSampler, OneStepUNet, UnrolledSampler
 from rewardsteer.nets import UNet
 
 torch.set_num_threads(2)
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network (read by huggingface_hub at import)
 
 
 def tiny_unet(seed=0):

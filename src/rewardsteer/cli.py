@@ -76,15 +76,18 @@ def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, r
     """Steer a bundled generator toward a reward; write grid.png, trace.png and result.json to --out."""
     from . import methods as m
     from .budget import Budget
-    from .models import generator, reward_from_spec
+    from .errors import UnknownNameError
+    from .models import GENERATORS, generator, reward_from_spec
     from .report import summary_lines, write_report
     from .rewards import Ensemble
 
     budget = Budget(max_nfe, max_backward, max_reward_calls, max_seconds)
-    gen = generator(model, steps=steps)
+    if model not in GENERATORS:  # check every name before loading any weights
+        raise UnknownNameError("generator", model, GENERATORS)
     members = [reward_from_spec(s) for s in rewards]
     reward = members[0] if len(members) == 1 else Ensemble(members, name="+".join(rewards))
     heldout = {s: reward_from_spec(s) for s in heldouts if s != "none"}
+    gen = generator(model, steps=steps)
     common = dict(cond=target, budget=budget, seed=seed, heldout=heldout, progress=progress)
     if method == "best_of_n":
         call = lambda: m.best_of_n(gen, reward, n=candidates, k=n, **common)  # noqa: E731

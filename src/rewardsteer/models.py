@@ -5,7 +5,9 @@ from __future__ import annotations
 from .errors import UnknownNameError
 from .flow import FlowSampler, OneStepUNet, UnrolledSampler
 from .hub import BUNDLED, load_network
+from .monitor import BatchDiversity
 from .nets import Classifier
+from .preference import load_bt
 from .rewards import ClassifierReward, Ensemble
 
 CLASSIFIERS = tuple(n for n in BUNDLED if n.startswith(("mnist-judge", "mnist-proxy")))
@@ -57,8 +59,11 @@ def generator(name: str, steps: int = 8, guidance: float = DEFAULT_GUIDANCE, che
 
 def reward_from_spec(spec: str, target: int | None = None):
     """A reward from a short spec: a classifier name (`mnist-judge`, `mnist-proxy-3`), optionally prefixed
-    `classifier:` or `proxy:`; `judge`; or `proxies[:k]` for the mean of the first k proxies."""
+    `classifier:` or `proxy:`; `judge`; `proxies[:k]` for the mean of the first k proxies; or `bt:PATH` for
+    Bradley-Terry reward models (a `.safetensors` file, or a folder of them as an ensemble)."""
     head, _, tail = spec.partition(":")
+    if head == "bt" and tail:
+        return load_bt(tail)
     if head in ("classifier", "proxy") and tail:
         return classifier_reward(tail, target)
     if head == "proxies":
@@ -70,4 +75,9 @@ def reward_from_spec(spec: str, target: int | None = None):
         return classifier_reward("mnist-judge", target)
     if spec in CLASSIFIERS:
         return classifier_reward(spec, target)
-    raise UnknownNameError("reward", spec, [*CLASSIFIERS, "judge", "proxies[:k]", "proxy:NAME"])
+    raise UnknownNameError("reward", spec, [*CLASSIFIERS, "judge", "proxies[:k]", "proxy:NAME", "bt:PATH"])
+
+
+def diversity_monitor():
+    """Held-out monitor: per sample, the mean distance to the batch's other samples in `mnist-judge` features."""
+    return BatchDiversity(classifier("mnist-judge").features, name="diversity")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .monitor import monitor_lines
 from .result import Result
 
 
@@ -65,6 +66,7 @@ def summary_lines(result: Result) -> list[str]:
     lines.append(f"held-out {held}")
     lines.append(f"cost: {sp['nfe']} NFE, {sp['backward']} backward, {sp['reward_calls']} reward calls, "
                  f"{sp['seconds']:.1f} s, peak memory {sp['peak_memory_mb']:.0f} MB, {sp['skipped']} skipped")
+    lines.extend(monitor_lines(result.overoptimization))
     return lines
 
 

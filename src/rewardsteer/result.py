@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from .hub import load_safetensors
+from .monitor import check
 
 
 @dataclass
@@ -43,6 +44,11 @@ class Result:
         """The single best sample (C, H, W)."""
         return self.samples[int(torch.nan_to_num(self.scores, nan=-math.inf).argmax())]
 
+    @property
+    def overoptimization(self) -> dict:
+        """The over-optimization monitor's verdict on the trace: {"alarm": bool, ...} (see `monitor.check`)."""
+        return check(self.trace, self.config)
+
     def summary(self) -> dict:
         """Initial -> final mean objective and held-out scores, and the cost: what the CLI prints."""
         def mean(t):
@@ -50,7 +56,7 @@ class Result:
         return {"method": self.method, "stopped": self.stopped,
                 "score": [mean(self.initial_scores), mean(self.scores)],
                 "heldout": {k: [mean(self.initial_heldout[k]), mean(v)] for k, v in self.heldout_scores.items()},
-                "spent": self.spent}
+                "spent": self.spent, "overoptimization_alarm": self.overoptimization["alarm"]}
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)

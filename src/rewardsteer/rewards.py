@@ -1,4 +1,4 @@
-"""Basic rewards: classifier log-probabilities, weighted sums, and an ensemble mean with named members."""
+"""Basic rewards: classifier log-probabilities, and ensembles of named members reduced by a transform chain."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from .aggregates import Transform, calibrate, chain, mean, reduce, standardize, total, unsteered_samples, weighted
 from .core import FunctionReward, Reward
 from .errors import RewardsteerError
+from .stacked import scores_with_stacks, stack_members
 
 
 class ClassifierReward(Reward):
@@ -19,46 +21,83 @@ class ClassifierReward(Reward):
         self.net, self.name, self.target, self.differentiable = net, name, target, True
 
     def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return self.from_output(self.net(samples), samples, cond)
+
+    def from_output(self, logits: torch.Tensor, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """The score from the network's output (lets an ensemble run many nets in one vectorized call)."""
         target = self.target if self.target is not None else cond
         if target is None:
             raise RewardsteerError(f"reward '{self.name}' needs a target class: pass target= or a class condition")
-        logp = F.log_softmax(self.net(samples).float(), dim=1)
+        logp = F.log_softmax(logits.float(), dim=1)
         y = torch.as_tensor(target, device=samples.device, dtype=torch.long).expand(samples.shape[0])
         return logp.gather(1, y[:, None]).squeeze(1)
 
 
-class WeightedSum(Reward):
-    """Σ_i w_i · r_i with every member's raw score kept (multi-objective rewards)."""
+class Ensemble(Reward):
+    """Named members reduced by a chain of transforms (default: their mean; see `aggregates`).
+
+    Member scores stay separate for monitors and diagnostics (each method's Result keeps them). Members that
+    wrap networks of one architecture (`ClassifierReward`, `BTReward`) can be evaluated in one vectorized call
+    (`stacked.StackedNets`; weights are stacked on first use, so later in-place changes to them are not seen).
+    `vectorize`: True, False, or "auto" = only for batches of at most `AUTO_MAX_BATCH`, where it measured
+    faster on CPU (benchmarks/ensemble_speed.py).
+    """
+
+    AUTO_MAX_BATCH = 8
+
+    def __init__(self, members: Mapping[str, Reward] | list[Reward], transform: Transform | None = None,
+                 name: str = "ensemble", vectorize: bool | str = "auto"):
+        if not isinstance(members, Mapping):
+            named = {r.name: r for r in members}
+            if len(named) != len(members):
+                raise RewardsteerError("ensemble members need distinct names: pass a dict {name: reward}")
+            members = named
+        if not members:
+            raise RewardsteerError("an ensemble needs at least one member")
+        self.members, self.name = dict(members), name
+        self.transform = transform if transform is not None else mean()
+        self.vectorize = vectorize
+        self.differentiable = all(r.differentiable for r in self.members.values())
+        self._stacks = None
+
+    def member_scores(self, samples, cond=None):
+        if not self.vectorize or (self.vectorize == "auto" and samples.shape[0] > self.AUTO_MAX_BATCH):
+            return {name: r(samples, cond) for name, r in self.members.items()}
+        if self._stacks is None:
+            self._stacks = stack_members(self.members)
+        return scores_with_stacks(self.members, self._stacks, samples, cond)
+
+    def combine(self, members):
+        return reduce(self.transform, members)
+
+    def with_transform(self, *transforms: Transform, name: str | None = None) -> Ensemble:
+        """The same members under another chain, e.g. `ens.with_transform(wco())`."""
+        return type(self)._from(self, chain(*transforms), name or self.name)
+
+    def calibrated(self, generator, n: int = 256, cond: Any = None, seed: int = 12345) -> Ensemble:
+        """Members standardized to mean 0, sd 1 on n unsteered samples G(z, cond), then this ensemble's chain."""
+        stats = calibrate(self, unsteered_samples(generator, n, cond, seed), cond)
+        ens = type(self)._from(self, chain(standardize(stats), self.transform), self.name)
+        ens.calibration = stats
+        return ens
+
+    @classmethod
+    def _from(cls, other: Ensemble, transform: Transform, name: str) -> Ensemble:
+        ens = Ensemble.__new__(cls)
+        ens.__dict__.update(other.__dict__)
+        ens.transform, ens.name = transform, name
+        return ens
+
+
+class WeightedSum(Ensemble):
+    """Σ_i w_i · r_i with every member's raw score kept (multi-objective rewards): an ensemble whose chain is
+    `weighted(w) > total()`; prepend `standardize` (via `calibrated`) to put objectives on one scale."""
 
     def __init__(self, members: Mapping[str, tuple[Reward, float]], name: str = "weighted_sum"):
         if not members:
             raise RewardsteerError("a weighted sum needs at least one member")
-        self.members, self.name = dict(members), name
-        self.differentiable = all(r.differentiable for r, _ in self.members.values())
-
-    def member_scores(self, samples, cond=None):
-        return {name: r(samples, cond) for name, (r, _) in self.members.items()}
-
-    def combine(self, members):
-        return sum(w * members[name] for name, (_, w) in self.members.items())
-
-
-class Ensemble(Reward):
-    """Named members reduced by their mean; member scores stay separate for monitors and diagnostics."""
-
-    def __init__(self, members: Mapping[str, Reward] | list[Reward], name: str = "ensemble"):
-        if not isinstance(members, Mapping):
-            members = {r.name: r for r in members}
-        if not members:
-            raise RewardsteerError("an ensemble needs at least one member")
-        self.members, self.name = dict(members), name
-        self.differentiable = all(r.differentiable for r in self.members.values())
-
-    def member_scores(self, samples, cond=None):
-        return {name: r(samples, cond) for name, r in self.members.items()}
-
-    def combine(self, members):
-        return torch.stack(list(members.values())).mean(0)
+        self.weights = {k: float(w) for k, (_, w) in members.items()}
+        super().__init__({k: r for k, (r, _) in members.items()}, chain(weighted(self.weights), total()), name)
 
 
 def as_reward(obj: Any, name: str | None = None, differentiable: bool = True) -> Reward:

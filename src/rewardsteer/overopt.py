@@ -1,0 +1,212 @@
+"""`rewardsteer bench overopt`: reproduce the reward over-optimization findings on the bundled MNIST task.
+
+Gold reward (stands in for human preference; never optimized), on an image x in [0, 1] of target class c:
+    gold(x) = log p_judge(c | x) − ½ ((ink(x) − ink*) / w)²,   ink(x) = mean pixel value,
+a clean classifier's confidence plus a stroke-weight term with a sweet spot at ink* (width w).
+Proxies: (a) the noisy-label classifiers `mnist-proxy-0..4` (raw log-probabilities: same units, so no
+rescaling); (b) k Bradley-Terry reward models trained on pairs of unsteered samples labelled by the gold
+reward with 25% of the labels flipped (standardized on unsteered samples, since a BT reward's offset and
+scale are arbitrary). Aggregates: a single member, mean, WCO, UWO (Coste et al. 2024).
+Optimizers: best-of-N through Coste et al.'s unbiased estimator (all n ≤ N from one pool of N samples per
+seed; KL_bon = log n − (n−1)/n), and ReNO with λ ∈ {0, 0.01} over iterations. Rewards are reported as the
+change from the unsteered start, in units of their standard deviation on unsteered samples.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from . import aggregates as agg
+from .core import Reward, as_generator
+from .methods import reno
+from .monitor import kl_best_of_n
+from .overopt_report import write_report
+from .preference import BTReward, pairwise_accuracy, train_ensemble
+from .rewards import Ensemble
+
+
+@dataclass(frozen=True)
+class Config:
+    target: int = 7
+    seeds: int = 5
+    bon_pool: int = 2048  # N samples per seed for the best-of-N estimator
+    calib: int = 512  # unsteered samples for standardization and the sd units
+    reno_n: int = 8
+    reno_iters: int = 40
+    regs: tuple[float, ...] = (0.0, 0.01)
+    bt_pairs: int = 3000
+    bt_epochs: int = 8
+    bt_members: int = 5
+    flip: float = 0.25
+    ink_target: float = 0.11
+    ink_width: float = 0.02
+    uwo_bon: float = 0.5  # Coste et al.'s λ for best-of-N / search
+    uwo_reno: float = 0.1  # ... and for gradient methods
+    batch: int = 256
+
+
+@dataclass
+class Family:
+    """A proxy ensemble, the member-wise steps put before every aggregate, and how it was made."""
+
+    ensemble: Ensemble
+    pre: list[agg.Transform]
+    info: dict | None = None
+
+    def chain(self, aggregate: agg.Transform) -> agg.Transform:
+        return agg.chain(*self.pre, aggregate)
+
+
+QUICK = Config(seeds=2, bon_pool=256, calib=128, reno_n=4, reno_iters=6, bt_pairs=300, bt_epochs=2)
+
+
+class GoldReward(Reward):
+    """log p_judge(c | x) − ½((ink(x) − ink*)/w)²: the benchmark's stand-in for human preference."""
+
+    def __init__(self, judge: torch.nn.Module, target: int, ink_target: float, ink_width: float):
+        self.judge, self.target, self.ink_target, self.ink_width = judge, target, ink_target, ink_width
+        self.name, self.differentiable = "gold", True
+
+    def score(self, samples, cond=None):
+        logp = F.log_softmax(self.judge(samples).float(), dim=1)[:, self.target]
+        ink = samples.float().flatten(1).mean(1)
+        return logp - 0.5 * ((ink - self.ink_target) / self.ink_width) ** 2
+
+
+def aggregates(members: list[str], uwo_lam: float) -> dict[str, agg.Transform]:
+    """The compared reductions: member 0 alone, mean, WCO, UWO."""
+    return {"single": agg.only(members[0]),
+            "mean": agg.mean(), "wco": agg.wco(), "uwo": agg.uwo(uwo_lam)}
+
+
+@torch.no_grad()
+def pool(generator, n: int, target: int, seed: int, batch: int) -> torch.Tensor:
+    return agg.unsteered_samples(generator, n, target, seed, batch)
+
+
+@torch.no_grad()
+def score_all(reward: Reward, x: torch.Tensor, cond: Any, batch: int) -> dict[str, torch.Tensor]:
+    parts: dict[str, list] = {}
+    for i in range(0, x.shape[0], batch):
+        for k, v in reward.member_scores(x[i:i + batch], cond).items():
+            parts.setdefault(k, []).append(v.float())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def bt_proxies(generator, gold: GoldReward, cfg: Config, log) -> tuple[Ensemble, dict]:
+    """k BT members trained on gold-labelled pairs of unsteered samples with a fraction `flip` of labels flipped."""
+    x = pool(generator, 2 * cfg.bt_pairs, cfg.target, 777, cfg.batch)
+    g = score_all(gold, x, cfg.target, cfg.batch)["gold"]
+    a, b, ga, gb = x[0::2], x[1::2], g[0::2], g[1::2]
+    flip = torch.rand(cfg.bt_pairs, generator=as_generator(778)) < cfg.flip
+    a_wins = (ga > gb) ^ flip
+    pref, rej = torch.where(a_wins[:, None, None, None], a, b), torch.where(a_wins[:, None, None, None], b, a)
+    nets, metrics = train_ensemble(pref, rej, members=cfg.bt_members, seed=0, epochs=cfg.bt_epochs)
+    # accuracy against the true gold order on fresh pairs: how good a proxy each member is
+    xt = pool(generator, 1000, cfg.target, 779, cfg.batch)
+    gt = score_all(gold, xt, cfg.target, cfg.batch)["gold"]
+    pa, pb = xt[0::2], xt[1::2]
+    better = (gt[0::2] > gt[1::2])[:, None, None, None]
+    ta, tb = torch.where(better, pa, pb), torch.where(better, pb, pa)
+    for m, net in zip(metrics, nets):
+        m["gold_accuracy_fresh_pairs"] = pairwise_accuracy(BTReward(net, "r"), ta, tb)
+    log(stage="bt", flipped=float(flip.float().mean()), members=metrics)
+    ens = Ensemble([BTReward(net, f"bt-{k}") for k, net in enumerate(nets)], name="bt")
+    return ens, {"flipped": float(flip.float().mean()), "members": metrics}
+
+
+def coste_estimator(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int]) -> tuple[list[float], list[float]]:
+    """E[proxy], E[gold] of the best-of-n sample (by proxy) for each n, unbiased from one pool of N:
+    the i-th smallest proxy (1-based) is the max of a random n-subset with probability C(i−1, n−1)/C(N, n)
+    (Nakano et al. 2021; Gao et al. 2023; Coste et al. 2024)."""
+    order = proxy.argsort()
+    p, g = proxy[order].double(), gold[order].double()
+    big_n = p.shape[0]
+    i = torch.arange(1, big_n + 1, dtype=torch.float64)
+    ep, eg = [], []
+    for n in ns:
+        logw = torch.full_like(i, -math.inf)
+        ok = i >= n
+        logw[ok] = (torch.lgamma(i[ok]) - math.lgamma(n) - torch.lgamma(i[ok] - n + 1)
+                    - (math.lgamma(big_n + 1) - math.lgamma(n + 1) - math.lgamma(big_n - n + 1)))
+        w = logw.exp()
+        ep.append(float((w * p).sum()))
+        eg.append(float((w * g).sum()))
+    return ep, eg
+
+
+def best_of_n_curves(generator, family: Family, gold: GoldReward, calib: dict, cfg: Config) -> dict:
+    """Per aggregate: sqrt(KL) grid and per-seed Δgold, Δproxy curves in unsteered-sd units."""
+    ns = sorted({max(1, round(2 ** (j / 2))) for j in range(0, 2 * int(math.log2(cfg.bon_pool // 4)) + 1)})
+    out = {"n": ns, "sqrt_kl": [math.sqrt(kl_best_of_n(n)) for n in ns], "aggregates": {}}
+    pools = []
+    for s in range(cfg.seeds):
+        x = pool(generator, cfg.bon_pool, cfg.target, 1000 + s, cfg.batch)
+        pools.append((score_all(family.ensemble, x, cfg.target, cfg.batch),
+                      score_all(gold, x, cfg.target, cfg.batch)["gold"]))
+    for name, t in aggregates(list(family.ensemble.members), cfg.uwo_bon).items():
+        sd_p = float(agg.reduce(family.chain(t), calib["members"]).std())
+        curves = {"gold": [], "proxy": []}
+        for members, g in pools:
+            p = agg.reduce(family.chain(t), members)
+            ep, eg = coste_estimator(p, g, ns)
+            curves["proxy"].append([(v - ep[0]) / sd_p for v in ep])
+            curves["gold"].append([(v - eg[0]) / calib["gold_sd"] for v in eg])
+        out["aggregates"][name] = curves
+    return out
+
+
+def reno_curves(generator, family: Family, gold: GoldReward, calib: dict, cfg: Config) -> dict:
+    """Per λ and aggregate: per-seed Δgold, Δproxy along ReNO iterations, and whether the monitor alarmed."""
+    out = {}
+    for reg in cfg.regs:
+        out[str(reg)] = {}
+        for name, t in aggregates(list(family.ensemble.members), cfg.uwo_reno).items():
+            reward = family.ensemble.with_transform(family.chain(t))
+            sd_p = float(agg.reduce(reward.transform, calib["members"]).std())
+            runs = {"gold": [], "proxy": [], "alarm": []}
+            for s in range(cfg.seeds):
+                r = reno(generator, reward, cond=cfg.target, n=cfg.reno_n, iters=cfg.reno_iters, reg=reg, seed=s,
+                         heldout={"gold": gold}, progress=False)
+                p0, g0 = r.trace[0]["score"], r.trace[0]["heldout"]["gold"]
+                runs["proxy"].append([(row["score"] - p0) / sd_p for row in r.trace])
+                runs["gold"].append([(row["heldout"]["gold"] - g0) / calib["gold_sd"] for row in r.trace])
+                runs["alarm"].append(r.overoptimization["alarm"])
+            out[str(reg)][name] = runs
+    return out
+
+
+def run(generator, judge: torch.nn.Module, classifier_proxies: list[Reward], cfg: Config, out_dir: Path,
+        log=print) -> dict:
+    """The whole benchmark; writes results.json, bon.png, reno.png and table.md to `out_dir`."""
+    start = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gold = GoldReward(judge, cfg.target, cfg.ink_target, cfg.ink_width)
+    calib_x = pool(generator, cfg.calib, cfg.target, 12345, cfg.batch)
+    gold_calib = score_all(gold, calib_x, cfg.target, cfg.batch)["gold"]
+    results: dict[str, Any] = {"config": asdict(cfg), "families": {},
+                               "gold_unsteered": {"mean": float(gold_calib.mean()), "sd": float(gold_calib.std()),
+                                                  "ink_mean": float(calib_x.flatten(1).mean(1).mean())}}
+    classifiers = Ensemble(classifier_proxies, name="classifier")
+    bt, bt_info = bt_proxies(generator, gold, cfg, log)
+    families = {"classifier": Family(classifiers, []),  # log-probs share units: raw
+                "bt": Family(bt, [agg.standardize(agg.calibrate(bt, calib_x, cfg.target))], bt_info)}
+    calib = {"gold_sd": float(gold_calib.std())}
+    for fam_name, family in families.items():
+        calib["members"] = score_all(family.ensemble, calib_x, cfg.target, cfg.batch)
+        log(stage="best_of_n", family=fam_name, seconds=round(time.time() - start, 1))
+        bon = best_of_n_curves(generator, family, gold, calib, cfg)
+        log(stage="reno", family=fam_name, seconds=round(time.time() - start, 1))
+        results["families"][fam_name] = {"info": family.info, "best_of_n": bon,
+                                         "reno": reno_curves(generator, family, gold, calib, cfg)}
+    results["seconds"] = round(time.time() - start, 1)
+    write_report(results, out_dir)
+    log(stage="done", seconds=results["seconds"], out=str(out_dir))
+    return results

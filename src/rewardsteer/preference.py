@@ -1,0 +1,183 @@
+"""Reward models from preference pairs: Bradley-Terry training of small CNNs, single or as an ensemble.
+
+Notation: pairs (a_j, b_j) with a_j preferred; r_θ the reward network. Bradley & Terry (1952) model
+P(a ≻ b) = σ(r_θ(a) − r_θ(b)); training minimises −log σ(r_θ(a_j) − r_θ(b_j)) over the pairs (Christiano et al.
+2017; Ouyang et al. 2022). Ensembles differ by initialization seed, and optionally train on bootstrap
+resamples of the pairs (Coste et al. 2024 found seeds alone give enough diversity). A BT reward is defined up
+to a constant, so calibrate (standardize) members before aggregating them.
+
+Pairs file: safetensors with tensors `preferred` and `rejected`, each (N, C, H, W) images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from .core import Reward
+from .errors import RewardsteerError, WeightsError
+from .hub import load_safetensors
+from .nets import Classifier
+from .rewards import Ensemble
+from .train.common import save_model
+
+KIND = "bradley-terry reward"
+
+
+def reward_net(width: int = 8, feature_dim: int = 32) -> Classifier:
+    """The small CNN scoring one image: the classifier body with a single output and no dropout."""
+    return Classifier(width=width, feature_dim=feature_dim, num_classes=1, dropout=0.0)
+
+
+class BTReward(Reward):
+    """r_θ(x) of a Bradley-Terry reward network (one scalar per image; the condition is ignored)."""
+
+    def __init__(self, net: torch.nn.Module, name: str):
+        self.net, self.name, self.differentiable = net, name, True
+
+    def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return self.from_output(self.net(samples), samples, cond)
+
+    def from_output(self, out: torch.Tensor, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return out[:, 0].float()
+
+
+def load_pairs(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(preferred, rejected) from a pairs file, checked for matching shapes and the [0, 1] range."""
+    t = load_safetensors(path)
+    missing = {"preferred", "rejected"} - set(t)
+    if missing:
+        raise RewardsteerError(f"{path} lacks tensor(s) {sorted(missing)}; expected 'preferred' and 'rejected', "
+                               f"each (N, C, H, W) in [0, 1]; found {sorted(t)}")
+    a, b = t["preferred"].float(), t["rejected"].float()
+    if a.shape != b.shape or a.ndim != 4 or a.shape[0] < 2:
+        raise RewardsteerError(f"{path}: 'preferred' {tuple(a.shape)} and 'rejected' {tuple(b.shape)} must both be "
+                               "(N, C, H, W) with N >= 2")
+    if min(a.min(), b.min()) < 0 or max(a.max(), b.max()) > 1:
+        raise RewardsteerError(f"{path}: images must lie in [0, 1]")
+    return a, b
+
+
+@torch.no_grad()
+def pairwise_accuracy(reward, preferred: torch.Tensor, rejected: torch.Tensor, batch: int = 500) -> float:
+    """Fraction of pairs with r(preferred) > r(rejected) (ties count half)."""
+    wins = 0.0
+    for i in range(0, preferred.shape[0], batch):
+        d = reward(preferred[i:i + batch], None) - reward(rejected[i:i + batch], None)
+        wins += float((d > 0).sum() + 0.5 * (d == 0).sum())
+    return wins / preferred.shape[0]
+
+
+def train_bradley_terry(preferred: torch.Tensor, rejected: torch.Tensor, *, seed: int = 0, epochs: int = 10,
+                        batch: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4, bootstrap: bool = False,
+                        width: int = 8, feature_dim: int = 32, log=None) -> torch.nn.Module:
+    """One reward network fitted to the pairs; deterministic given `seed` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = reward_net(width, feature_dim)
+    gen = torch.Generator().manual_seed(seed)
+    n = preferred.shape[0]
+    # a bootstrap member sees n pairs drawn with replacement; a seed member sees all pairs in its own order
+    idx = torch.randint(0, n, (n,), generator=gen) if bootstrap else torch.arange(n)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    net.train()
+    for epoch in range(epochs):
+        perm = idx[torch.randperm(n, generator=gen)]
+        total = 0.0
+        for i in range(0, n, batch):
+            j = perm[i:i + batch]
+            m = j.shape[0]
+            r = net(torch.cat([preferred[j], rejected[j]]))[:, 0]  # one pass: BatchNorm sees both sides
+            loss = -F.logsigmoid(r[:m] - r[m:]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * m
+        if log is not None:
+            log(seed=seed, epoch=epoch, loss=round(total / n, 4))
+    return net.eval().requires_grad_(False)
+
+
+def split_pairs(preferred, rejected, heldout_fraction: float = 0.1, seed: int = 0):
+    """(train_a, train_b, held_a, held_b): a fixed random split, so held-out accuracy measures generalization."""
+    n = preferred.shape[0]
+    n_held = max(1, round(heldout_fraction * n)) if heldout_fraction > 0 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    tr, he = perm[n_held:], perm[:n_held]
+    return preferred[tr], rejected[tr], preferred[he], rejected[he]
+
+
+def train_ensemble(preferred, rejected, *, members: int = 1, seed: int = 0, bootstrap: bool = False,
+                   heldout_fraction: float = 0.1, **knobs) -> tuple[list[torch.nn.Module], list[dict]]:
+    """`members` networks (seeds seed, seed+1, ...) and, per member, held-out pairwise accuracy before/after."""
+    a, b, ha, hb = split_pairs(preferred, rejected, heldout_fraction, seed)
+    nets, metrics = [], []
+    for k in range(members):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + k)
+            untrained = BTReward(reward_net(knobs.get("width", 8), knobs.get("feature_dim", 32)).eval(), "init")
+        net = train_bradley_terry(a, b, seed=seed + k, bootstrap=bootstrap, **knobs)
+        m = {"train_pairs": int(a.shape[0]), "heldout_pairs": int(ha.shape[0]),
+             "train_accuracy": pairwise_accuracy(BTReward(net, "r"), a, b)}
+        if ha.shape[0]:
+            m.update(heldout_accuracy=pairwise_accuracy(BTReward(net, "r"), ha, hb),
+                     heldout_accuracy_untrained=pairwise_accuracy(untrained, ha, hb))
+        nets.append(net)
+        metrics.append(m)
+    return nets, metrics
+
+
+def load_bt_network(path: str | Path) -> torch.nn.Module:
+    """A reward network from `NAME.safetensors` and its card `NAME.json` (written by `train-reward`)."""
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise WeightsError(f"{path} has no card {card_path.name}; train it with `rewardsteer train-reward`")
+    card = json.loads(card_path.read_text())
+    arch = card.get("architecture", {})
+    if card.get("kind") != KIND or arch.get("class") != "Classifier":
+        raise WeightsError(f"{card_path} is not a {KIND} card (kind={card.get('kind')!r})")
+    net = Classifier(**arch["config"])
+    try:
+        net.load_state_dict(load_safetensors(path))
+    except RuntimeError as e:
+        raise WeightsError(f"{path} does not match its card: {e}") from None
+    return net.eval().requires_grad_(False)
+
+
+def load_bt(path: str | Path) -> Reward:
+    """`bt:PATH`: one `.safetensors` file -> a BTReward; a folder -> an Ensemble (mean) of every BT model in it."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.safetensors") if _is_bt(p.with_suffix(".json")))
+        if not files:
+            raise WeightsError(f"no {KIND} models (NAME.safetensors + NAME.json) in {path}")
+        members = [BTReward(load_bt_network(p), p.stem) for p in files]
+        return members[0] if len(members) == 1 else Ensemble(members, name=path.name or "bt")
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    return BTReward(load_bt_network(path), path.stem)
+
+
+def _is_bt(card: Path) -> bool:
+    try:
+        return json.loads(card.read_text()).get("kind") == KIND
+    except (OSError, ValueError):
+        return False
+
+
+def train_and_save(preferred, rejected, out_dir: str | Path, name: str = "bt", *, members: int = 1, seed: int = 0,
+                   bootstrap: bool = False, heldout_fraction: float = 0.1, source: str = "", **knobs) -> list[dict]:
+    """Train `members` BT models and write each as `NAME[-i].safetensors` + card; returns their cards' metrics."""
+    nets, metrics = train_ensemble(preferred, rejected, members=members, seed=seed, bootstrap=bootstrap,
+                                   heldout_fraction=heldout_fraction, **knobs)
+    for k, (net, m) in enumerate(zip(nets, metrics)):
+        save_model(net, Path(out_dir), name if members == 1 else f"{name}-{k}", {
+            "kind": KIND, "role": "reward model r(x) trained on preference pairs (Bradley-Terry loss)",
+            "data": {"pairs": source, "n_pairs": int(preferred.shape[0]), "heldout_fraction": heldout_fraction},
+            "training": {"seed": seed + k, "bootstrap": bootstrap, **knobs}, "metrics": m})
+    return metrics

@@ -1,0 +1,303 @@
+"""Hugging Face integration, offline on CPU: tiny diffusers pipelines and a tiny CLIPModel built from configs,
+saved with save_pretrained and loaded back through rewardsteer's own loading code."""
+
+import json
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+from diffusers import (  # noqa: E402
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from safetensors.torch import save_file  # noqa: E402
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig  # noqa: E402
+
+from rewardsteer import Budget, WeightedSum, best_of_n, reno  # noqa: E402
+from rewardsteer.errors import RewardsteerError, WeightsError  # noqa: E402
+from rewardsteer.hf import (  # noqa: E402
+    CLIPFeatures,
+    CLIPHead,
+    CLIPScore,
+    JPEGCompressibility,
+    MLPHead,
+    diffusers_sampler,
+    from_diffusers,
+    load_pipeline,
+    suppress_concept,
+)
+
+PROMPT = "a red cat"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_tokenizer(max_length=16):
+    """CLIP BPE tokenizer over an in-memory vocabulary: single letters, with and without the word end."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        vocab.update({c + suffix: len(vocab) for c in letters})
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def tiny_text_config(tok):
+    return CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=tok.model_max_length, projection_dim=16,
+                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
+
+
+def tiny_pipeline(scheduler=None, seed=0):
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    for p in unet.conv_out.parameters():  # diffusers zero-initialises nothing here, but keep outputs lively
+        p.data.normal_(0, 0.2)
+    vae = AutoencoderKL(block_out_channels=(8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        sample_size=16)
+    scheduler = scheduler or EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                                    timestep_spacing="trailing", steps_offset=1)  # SD-Turbo's
+    return StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(tiny_text_config(tok)), tokenizer=tok, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-sd-turbo")
+    tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-clip")
+    torch.manual_seed(1)
+    tok = tiny_tokenizer()
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=16, patch_size=4, projection_dim=16)
+    cfg = CLIPConfig(text_config=tiny_text_config(tok).to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    CLIPModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def features(clip_dir):
+    return CLIPFeatures.load(clip_dir)
+
+
+@pytest.fixture(scope="module")
+def clip_reward(features):
+    return CLIPScore(features, prompt=PROMPT)
+
+
+def test_onestep_generator_loads_from_folder_and_backpropagates_to_latents(pipe_dir):
+    gen = from_diffusers(str(pipe_dir), PROMPT, steps=1)
+    assert gen.noise_shape == (4, 8, 8) and gen.nfe_per_call == 1
+    z = gen.sample_noise(2, torch.Generator().manual_seed(0)).requires_grad_(True)
+    x = gen(z)
+    assert x.shape == (2, 3, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1
+    x.mean().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("scheduler,steps,guidance", [(None, 1, 0.0), (DDIMScheduler(), 3, 3.0)])
+def test_generator_matches_the_diffusers_pipeline(scheduler, steps, guidance, tmp_path):
+    """Same latents, same image as diffusers' own __call__: the x0-prediction, the scheduler step, CFG with a
+    negative prompt, and the VAE decode all agree with the scheduler."""
+    pipe = tiny_pipeline(scheduler)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    ours = from_diffusers(pipe, PROMPT, negative_prompt="a dog", guidance_scale=guidance, steps=steps)
+    with torch.no_grad():
+        x = ours(z)
+        ref = pipe(PROMPT, negative_prompt="a dog", guidance_scale=guidance, num_inference_steps=steps,
+                   num_images_per_prompt=2, latents=z.clone(), output_type="pt").images
+    torch.testing.assert_close(x, ref, atol=1e-4, rtol=1e-4)
+
+
+SCHEDULERS = [DDIMScheduler(), DDPMScheduler(), EulerAncestralDiscreteScheduler(), EulerDiscreteScheduler(),
+              FlowMatchEulerDiscreteScheduler()]
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=lambda s: type(s).__name__)
+def test_sampler_implements_the_interface(scheduler):
+    s = diffusers_sampler(tiny_pipeline(scheduler), PROMPT, guidance_scale=2.0, steps=4, eta=1.0)
+    assert s.num_steps == 4 and s.state_shape == (4, 8, 8)
+    rng = torch.Generator().manual_seed(0)
+    x = s.sample_noise(3, rng)
+    assert x.shape == (3, 4, 8, 8)
+    with torch.no_grad():
+        for i in range(s.num_steps):
+            noise = torch.randn(x.shape, generator=rng)
+            out = s.step(x, i, None, noise)
+            torch.testing.assert_close(out.x_next, out.mean + out.std * noise)
+            mean, std = s.transition(x, i, out.x0_pred)
+            torch.testing.assert_close(mean, out.mean)
+            assert (float(std) > 0) == (i < s.num_steps - 1)  # stochastic until the last step
+            x = out.x_next
+        torch.testing.assert_close(x, out.x0_pred)  # the last step lands on the x0-prediction
+        img = s.decode(x)
+    assert img.shape == (3, 3, 16, 16) and 0 <= float(img.min()) and float(img.max()) <= 1
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS[:3], ids=lambda s: type(s).__name__)
+def test_step_equals_the_scheduler_step(scheduler):
+    """With the same model output and the same noise, one step equals diffusers' scheduler.step (DDIM η = 1,
+    DDPM, Euler-ancestral in its VE coordinates) and the x0-predictions agree."""
+    s = diffusers_sampler(tiny_pipeline(scheduler), PROMPT, guidance_scale=1.0, steps=5, eta=1.0)
+    ref = type(scheduler).from_config(scheduler.config)
+    ref.set_timesteps(5)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    euler = isinstance(scheduler, EulerAncestralDiscreteScheduler)
+    with torch.no_grad():
+        for i in range(2):
+            t = ref.timesteps[i]
+            eps = s.model_output(x, i)
+            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + i))
+            out = s.step(x, i, None, noise)
+            scale = (1 + ref.sigmas[i] ** 2).sqrt() if euler else 1.0  # VE state = VP state / α
+            kwargs = {"eta": 1.0, "variance_noise": noise} if isinstance(scheduler, DDIMScheduler) else \
+                {"generator": torch.Generator().manual_seed(10 + i)}
+            step = ref.step(eps, t, x * scale, **kwargs)
+            torch.testing.assert_close(out.x0_pred, step.pred_original_sample, atol=1e-4, rtol=1e-4)
+            next_scale = (1 + ref.sigmas[i + 1] ** 2).sqrt() if euler else 1.0
+            torch.testing.assert_close(out.x_next * next_scale, step.prev_sample, atol=1e-4, rtol=1e-4)
+            x = out.x_next
+
+
+@pytest.mark.parametrize("scheduler", [DDIMScheduler(), FlowMatchEulerDiscreteScheduler()], ids=["vp", "flow"])
+def test_stochastic_transition_keeps_the_path_marginals(scheduler):
+    """x_t ~ N(α_t x̂, σ_t²) and a fixed x0-prediction x̂ give x_s ~ N(α_s x̂, σ_s²): the η-posterior is a
+    valid SDE conversion (checked on 20k draws)."""
+    s = diffusers_sampler(tiny_pipeline(scheduler), PROMPT, guidance_scale=1.0, steps=4, eta=1.0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((20000, 1), 0.7)
+    for i in range(s.num_steps - 1):
+        x = s.alphas[i] * x0 + s.sigmas[i] * torch.randn(x0.shape, generator=g)
+        mean, std = s.transition(x, i, x0)
+        assert float(std) > 0
+        nxt = mean + std * torch.randn(x0.shape, generator=g)
+        assert abs(float(nxt.mean()) - s.alphas[i + 1] * 0.7) < 0.02
+        assert abs(float(nxt.std()) - s.sigmas[i + 1]) < 0.02
+
+
+def test_flow_match_at_eta_zero_is_the_euler_scheduler():
+    sch = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    s = diffusers_sampler(tiny_pipeline(sch), PROMPT, guidance_scale=1.0, steps=3, eta=0.0)
+    ref = FlowMatchEulerDiscreteScheduler.from_config(sch.config)
+    ref.set_timesteps(3)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        v = s.model_output(x, 0)
+        torch.testing.assert_close(s.step(x, 0, None, None).x_next, ref.step(v, ref.timesteps[0], x).prev_sample)
+
+
+def test_checkpointing_and_sliced_decode_change_nothing_but_memory(pipe_dir):
+    z = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    grads, images = [], []
+    for kw in ({}, {"checkpoint": True, "decode_batch": 1}):
+        gen = from_diffusers(load_pipeline(pipe_dir), PROMPT, steps=2, **kw)
+        zz = z.clone().requires_grad_(True)
+        x = gen(zz)
+        (x * torch.linspace(0, 1, x.numel()).view_as(x)).sum().backward()
+        grads.append(zz.grad)
+        images.append(x.detach())
+    torch.testing.assert_close(images[0], images[1])
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_clip_score_is_differentiable_and_caches_the_prompt(features, clip_reward):
+    x = torch.rand(2, 3, 24, 20, requires_grad=True)  # any size: resized and centre-cropped in torch
+    s = clip_reward(x)
+    assert s.shape == (2,) and float(s.abs().max()) <= 100
+    s.sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert len(features._text_cache) == 1
+    per_sample = CLIPScore(features)(x.detach(), [PROMPT, "a dog"])
+    torch.testing.assert_close(per_sample[0], s[0].detach())
+    with pytest.raises(RewardsteerError, match="needs a text"):
+        CLIPScore(features)(x.detach())
+
+
+def test_aesthetic_head_from_safetensors(features, tmp_path):
+    torch.manual_seed(0)  # LAION's improved-aesthetic-predictor layout: layers.0, .2, .4 (dropouts between)
+    state = {"layers.0.weight": torch.randn(8, 16), "layers.0.bias": torch.randn(8), "layers.2.weight": torch.randn(4, 8),
+             "layers.2.bias": torch.randn(4), "layers.4.weight": torch.randn(1, 4), "layers.4.bias": torch.randn(1)}
+    save_file(state, str(tmp_path / "head.safetensors"))
+    reward = CLIPHead(features, MLPHead.from_safetensors(tmp_path / "head.safetensors"))
+    x = torch.rand(3, 3, 16, 16)
+    emb = features.images(x)
+    manual = ((emb @ state["layers.0.weight"].T + state["layers.0.bias"]) @ state["layers.2.weight"].T
+              + state["layers.2.bias"]) @ state["layers.4.weight"].T + state["layers.4.bias"]
+    torch.testing.assert_close(reward(x), manual.squeeze(1))
+    save_file({"w.weight": torch.randn(1, 32)}, str(tmp_path / "wide.safetensors"))
+    with pytest.raises(WeightsError, match="32-d features"):
+        CLIPHead(features, MLPHead.from_safetensors(tmp_path / "wide.safetensors"))
+
+
+def test_jpeg_rewards_flat_images_and_suppression_composes(features, clip_reward):
+    flat, noisy = torch.full((1, 3, 32, 32), 0.5), torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    jpeg = JPEGCompressibility()
+    assert not jpeg.differentiable and float(jpeg(flat)) > float(jpeg(noisy))
+    x = torch.rand(4, 3, 16, 16)
+    sim = CLIPScore(features, prompt="a dog")(x)
+    away = suppress_concept(features, "a dog", margin=float(sim.median()))
+    pen = away(x)
+    assert (pen <= 0).all() and (pen[sim <= sim.median()] == 0).all()
+    torch.testing.assert_close(pen, -(sim - sim.median()).clamp_min(0))
+    both = WeightedSum({"clip": (clip_reward, 1.0), "no_dog": (away, 0.5)})
+    obj, members = both.evaluate(x)
+    torch.testing.assert_close(obj, members["clip"] + 0.5 * members["no_dog"])
+
+
+def test_best_of_n_and_reno_improve_the_clip_score_with_exact_budgets(pipe_dir, clip_reward):
+    gen = from_diffusers(str(pipe_dir), PROMPT, steps=1)
+    bon = best_of_n(gen, clip_reward, n=8, k=1, batch_size=4, seed=0, progress=False)
+    assert bon.spent["nfe"] == 8 and bon.spent["reward_calls"] == 8
+    assert float(bon.scores[0]) > float(bon.initial_scores[0])
+    res = reno(gen, clip_reward, n=2, iters=6, lr=5.0, seed=0, progress=False)
+    assert res.spent["nfe"] == 2 * 7 and res.spent["backward"] == 2 * 6 and res.spent["reward_calls"] == 2 * 7
+    assert (res.scores > res.initial_scores + 0.5).all(), (res.initial_scores, res.scores)
+    capped = reno(gen, clip_reward, n=2, iters=6, budget=Budget(nfe=6), seed=0, progress=False)
+    assert capped.spent["nfe"] <= 6 and capped.stopped.startswith("budget")
+
+
+def test_reno_in_bfloat16_keeps_fp32_noise(pipe_dir, clip_reward):
+    gen = from_diffusers(str(pipe_dir), PROMPT, steps=1, dtype=torch.bfloat16, checkpoint=True)
+    assert next(gen.parameters()).dtype == torch.bfloat16
+    res = reno(gen, clip_reward, n=1, iters=2, seed=0, progress=False)
+    assert res.noises.dtype == torch.float32 and torch.isfinite(res.scores).all()
+
+
+def test_missing_weights_give_one_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="hf download stabilityai/sd-turbo"):
+        from_diffusers("stabilityai/sd-turbo", PROMPT)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(WeightsError, match="save_pretrained"):
+        load_pipeline(tmp_path)
+    with pytest.raises(WeightsError, match="CLIP model"):
+        CLIPFeatures.load("openai/clip-vit-large-patch14")
+    with pytest.raises(RewardsteerError, match="not supported"):
+        from diffusers import PNDMScheduler
+
+        diffusers_sampler(tiny_pipeline(PNDMScheduler()), PROMPT)

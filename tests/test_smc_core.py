@@ -1,0 +1,95 @@
+"""The SMC core on its own: resampling is unbiased, ESS is bounded, weights accumulate, log Ẑ folds epochs."""
+
+import math
+
+import pytest
+import torch
+
+from rewardsteer.errors import RewardsteerError
+from rewardsteer.smc.core import SCHEMES, Weights, check_alpha, check_smc, ess, normalize, resample, take
+
+W = torch.tensor([0.05, 0.4, 0.15, 0.3, 0.1], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_scheme_is_unbiased_over_seeds(scheme):
+    # 20 seeds × 500 independent slots: the mean share of copies of particle k must be W_k.
+    # Multinomial's standard error per share is sqrt(W(1−W)/(K·10⁴)) < 0.0023; tolerance 0.01 (> 4 s.e.).
+    logw = W.log().expand(500, 5)
+    counts = torch.zeros(5, dtype=torch.float64)
+    for seed in range(20):
+        idx = resample(logw, 5, scheme, torch.Generator().manual_seed(seed))
+        assert idx.shape == (500, 5) and idx.min() >= 0 and idx.max() <= 4
+        counts += torch.nn.functional.one_hot(idx, 5).sum((0, 1)).double()
+    share = counts / counts.sum()
+    assert (share - W).abs().max() < 0.01
+
+
+def test_systematic_and_stratified_have_lower_variance_than_multinomial():
+    logw = W.log().expand(4000, 5)
+    spread = {}
+    for scheme in SCHEMES:
+        idx = resample(logw, 5, scheme, torch.Generator().manual_seed(0))
+        copies = torch.nn.functional.one_hot(idx, 5).sum(1).double()  # (4000, 5)
+        spread[scheme] = float(copies.var(0).sum())
+    assert spread["systematic"] < spread["multinomial"] and spread["stratified"] < spread["multinomial"]
+    # systematic resampling keeps floor(K·W_k) or ceil(K·W_k) copies of every particle
+    copies = torch.nn.functional.one_hot(resample(logw, 5, "systematic", torch.Generator().manual_seed(1)), 5).sum(1)
+    assert ((copies - 5 * W).abs() < 1 + 1e-9).all()
+
+
+def test_ess_bounds_and_zero_weights_never_nan():
+    k = 8
+    assert torch.allclose(ess(torch.zeros(1, k)), torch.tensor([8.0]))
+    one_hot = torch.full((1, k), -math.inf)
+    one_hot[0, 3] = 0.0
+    assert torch.allclose(ess(one_hot), torch.tensor([1.0]))
+    dead = torch.full((2, k), -math.inf)
+    assert torch.allclose(ess(dead), torch.full((2,), 8.0)) and torch.isfinite(normalize(dead)).all()
+    assert torch.allclose(normalize(torch.randn(3, k)).exp().sum(1), torch.ones(3, dtype=torch.float32))
+
+
+def test_weights_accumulate_where_resampling_is_skipped():
+    g = torch.Generator().manual_seed(0)
+    w = Weights(4, 6, "cpu")
+    incs = [0.1 * torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(3)]
+    for inc in incs:
+        w.add(inc, torch.zeros(4, 6, dtype=torch.bool))
+        idx, mask = w.maybe_resample(0.5, "systematic", g)
+        assert idx is None and not mask.any()  # small increments: ESS stays above K/2
+    assert torch.allclose(w.logw, sum(incs))  # the FK reference's issue #12 would leave only incs[-1]
+    assert torch.equal(w.log_z, torch.zeros(4, dtype=torch.float64))
+
+
+def test_log_z_folds_each_epoch_and_dead_particles_stay_zero():
+    g = torch.Generator().manual_seed(0)
+    w = Weights(1, 4, "cpu")
+    first = torch.tensor([[0.0, -5.0, -5.0, -5.0]], dtype=torch.float64)
+    dead = torch.tensor([[False, False, False, True]])
+    w.add(first, dead)
+    assert w.logw[0, 3] == -math.inf and not torch.isnan(w.logw).any()
+    expected = float(first[0, :3].logsumexp(0)) - math.log(4)
+    idx, mask = w.maybe_resample(0.9, "multinomial", g)
+    assert mask.all() and (idx != 3).all() and torch.equal(w.logw, torch.zeros(1, 4, dtype=torch.float64))
+    second = torch.tensor([[1.0, 2.0, 3.0, float("nan")]], dtype=torch.float64)
+    w.add(second, torch.zeros(1, 4, dtype=torch.bool))  # a NaN increment is a zero weight, not a NaN
+    assert w.logw[0, 3] == -math.inf
+    w.close()
+    expected += float(second[0, :3].logsumexp(0)) - math.log(4)
+    assert abs(float(w.log_z[0]) - expected) < 1e-12
+
+
+def test_take_gathers_per_slot():
+    t = torch.arange(2 * 3 * 2).view(2, 3, 2)
+    idx = torch.tensor([[2, 2, 0], [1, 0, 0]])
+    assert take(t, idx).tolist() == [[[4, 5], [4, 5], [0, 1]], [[8, 9], [6, 7], [6, 7]]]
+
+
+@pytest.mark.parametrize("bad, match", [(dict(particles=0), "particles"), (dict(ess_threshold=0.0), "ess_threshold"),
+                                        (dict(ess_threshold=1.5), r"\(0, 1\]"), (dict(resampling="residual"), "systematic")])
+def test_bad_knobs_are_named(bad, match):
+    with pytest.raises(RewardsteerError, match=match):
+        check_smc(**{"particles": 4, **bad})
+    for alpha in (0.0, -1.0, float("inf")):
+        with pytest.raises(RewardsteerError, match="alpha"):
+            check_alpha(alpha)
