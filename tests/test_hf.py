@@ -1,6 +1,7 @@
 """Hugging Face integration, offline on CPU: tiny diffusers pipelines and a tiny CLIPModel built from configs,
 saved with save_pretrained and loaded back through rewardsteer's own loading code."""
 
+import copy
 import json
 
 import pytest
@@ -164,8 +165,9 @@ def test_sampler_implements_the_interface(scheduler):
 def test_step_equals_the_scheduler_step(scheduler):
     """With the same model output and the same noise, one step equals diffusers' scheduler.step (DDIM η = 1,
     DDPM, Euler-ancestral in its VE coordinates) and the x0-predictions agree."""
-    s = diffusers_sampler(tiny_pipeline(scheduler), PROMPT, guidance_scale=1.0, steps=5, eta=1.0)
-    ref = type(scheduler).from_config(scheduler.config)
+    pipe = tiny_pipeline(scheduler)
+    s = diffusers_sampler(pipe, PROMPT, guidance_scale=1.0, steps=5, eta=1.0)
+    ref = copy.deepcopy(pipe.scheduler)  # as the pipeline configured it (clip_sample off, steps_offset 1)
     ref.set_timesteps(5)
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     euler = isinstance(scheduler, EulerAncestralDiscreteScheduler)
@@ -204,7 +206,7 @@ def test_stochastic_transition_keeps_the_path_marginals(scheduler):
 def test_flow_match_at_eta_zero_is_the_euler_scheduler():
     sch = FlowMatchEulerDiscreteScheduler(shift=3.0)
     s = diffusers_sampler(tiny_pipeline(sch), PROMPT, guidance_scale=1.0, steps=3, eta=0.0)
-    ref = FlowMatchEulerDiscreteScheduler.from_config(sch.config)
+    ref = copy.deepcopy(sch)
     ref.set_timesteps(3)
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -301,3 +303,78 @@ def test_missing_weights_give_one_clear_error(tmp_path):
         from diffusers import PNDMScheduler
 
         diffusers_sampler(tiny_pipeline(PNDMScheduler()), PROMPT)
+
+
+def test_cli_steers_a_pipeline_with_a_clip_reward(pipe_dir, clip_dir, tmp_path, capsys):
+    from rewardsteer.cli import main
+
+    out = tmp_path / "run"
+    main(["run", "--pipeline", str(pipe_dir), "--prompt", PROMPT, "--reward", f"clip:{clip_dir}",
+          "--reward", "suppress:a dog", "--heldout", "jpeg", "--method", "reno", "--iters", "3", "--n", "1",
+          "--device", "cpu", "--no-progress", "--out", str(out)])
+    meta = json.loads((out / "result.json").read_text())
+    assert meta["method"] == "reno" and meta["spent"]["nfe"] == 4 and meta["spent"]["backward"] == 3
+    assert set(meta["member_scores"]) == {f"clip:{clip_dir}", "suppress:a dog"} and "jpeg" in meta["heldout_scores"]
+    assert (out / "grid.png").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--reward", "clip:stabilityai/nothing-here"], "could not load CLIP model"),
+    (["--reward", "jpeg", "--prompt", ""], "needs --prompt"),
+    (["--prompt", PROMPT], "needs --reward"),
+    (["--reward", "head:h.safetensors"], "needs a CLIP model"),
+    (["--reward", "bogus"], "unknown reward 'bogus'"),
+])
+def test_cli_errors_are_one_line_exit_2(pipe_dir, args, message, capsys):
+    from rewardsteer.cli import main
+
+    argv = ["run", "--pipeline", str(pipe_dir), "--device", "cpu", "--no-progress"]
+    argv += args if "--prompt" in args else [*args, "--prompt", PROMPT]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_cli_missing_pipeline_weights(tmp_path, capsys):
+    from rewardsteer.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--pipeline", "stabilityai/sd-turbo", "--prompt", PROMPT, "--reward", "jpeg", "--device", "cpu",
+              "--method", "best_of_n", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "hf download stabilityai/sd-turbo" in err and len(err.splitlines()) == 1
+
+
+def test_gpu_benchmark_smoke_mode(tmp_path):
+    """benchmarks/gpu_reno.py runs end to end on tiny configs (the real run needs CUDA)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu_reno.py"
+    spec = importlib.util.spec_from_file_location("gpu_reno", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke", "--iters", "1", "--out", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [(r["dtype"], r["checkpoint"]) for r in rows] == [("fp32", False), ("fp32", True)]
+    assert all(r["backward"] == 1 and r["skipped"] == 0 for r in rows)
+    assert rows[0]["score"] == rows[1]["score"]  # checkpointing changes memory and time, not results
+    if not torch.cuda.is_available():
+        assert bench.main([]) == 2
+
+
+@pytest.mark.parametrize("name", ["fk_steering", "das"])
+def test_particle_method_on_a_diffusers_sampler(pipe_dir, clip_reward, name):
+    """FK steering / DAS (rewardsteer.smc, wired into METHODS separately) on the DDPM sampler, end to end: more
+    particles pick a better CLIP score than one particle per slot, at the NFE the method says it spends."""
+    from rewardsteer.methods import METHODS
+
+    if name not in METHODS:
+        pytest.skip(f"'{name}' is not in rewardsteer.methods.METHODS yet")
+    pipe = load_pipeline(pipe_dir)
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    sampler = diffusers_sampler(pipe, PROMPT, guidance_scale=1.0, steps=4, eta=1.0)
+    one, many = (METHODS[name](sampler, clip_reward, n=3, particles=k, seed=0, progress=False) for k in (1, 4))
+    assert many.samples.shape == (3, 3, 16, 16) and many.spent["nfe"] == 3 * 4 * sampler.num_steps
+    assert float(many.scores.mean()) > float(one.scores.mean())

@@ -43,6 +43,9 @@ def _fmt(v):
 
 
 METHOD_CHOICES = ["best_of_n", "random_search", "zero_order_search", "reno"]
+# particle methods (issue 5): CLI name -> rewardsteer.METHODS name; they steer mnist-flow's stochastic sampler
+PARTICLE_METHODS = {"fk": "fk_steering", "das": "das", "svdd": "svdd", "trajectory_best_of_n": "trajectory_best_of_n"}
+METHOD_CHOICES += list(PARTICLE_METHODS)
 
 
 @cli.command()
@@ -54,6 +57,10 @@ METHOD_CHOICES = ["best_of_n", "random_search", "zero_order_search", "reno"]
               help="reward spec, repeatable (mean of all): proxies[:k], proxy:mnist-proxy-0, mnist-judge")
 @click.option("--heldout", "heldouts", multiple=True, default=["mnist-judge"], show_default=True,
               help="held-out reward spec, repeatable; watched, never optimized ('none' to disable)")
+@click.option("--aggregate", default=None,
+              help="reduce the reward's members: mean, wco, uwo[:lambda], mean_std[:c], quantile:q, cvar:alpha")
+@click.option("--standardize/--raw", default=False, show_default=True,
+              help="standardize each member on 256 unsteered samples (mean 0, sd 1) before aggregating")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="reno", show_default=True)
 @click.option("--n", type=click.IntRange(min=1), default=4, show_default=True,
               help="samples: independent noises (reno, search) or candidates kept (best_of_n k)")
@@ -71,8 +78,36 @@ METHOD_CHOICES = ["best_of_n", "random_search", "zero_order_search", "reno"]
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--pipeline", default=None, help="a diffusers pipeline (hub name or folder) instead of --model; "
+              "rewards: clip:PATH_OR_ID, head:FILE.safetensors[@CLIP], suppress:CONCEPT[@CLIP], jpeg[:Q]")
+@click.option("--prompt", default=None, help="--pipeline: the text prompt (also what clip: rewards score against)")
+@click.option("--negative-prompt", default=None, help="--pipeline: negative prompt (used when --guidance-scale > 1)")
+@click.option("--guidance-scale", type=float, default=0.0, show_default=True,
+              help="--pipeline: classifier-free guidance (0 for SD-Turbo)")
+@click.option("--height", type=click.IntRange(min=8), default=None, help="--pipeline: image height (default: the model's)")
+@click.option("--width", type=click.IntRange(min=8), default=None, help="--pipeline: image width (default: the model's)")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="--pipeline: weights' dtype (fp16/bf16 on a GPU)")
+@click.option("--device", default=None, help="--pipeline: torch device (default: cuda if available, else cpu)")
+@click.option("--checkpoint/--no-checkpoint", default=False, show_default=True,
+              help="--pipeline: gradient checkpointing of the UNet, VAE and CLIP (less memory, more time)")
+@click.option("--particles", type=click.IntRange(min=1), default=8, show_default=True,
+              help="fk, das, trajectory_best_of_n: particles per sample; svdd: candidates per step")
+@click.option("--potential", type=click.Choice(["max", "diff", "sum", "current"]), default="max", show_default=True,
+              help="fk: potential on the x0-prediction's reward")
+@click.option("--lam", type=float, default=10.0, show_default=True, help="fk: lambda, target p(x)·exp(lambda·r(x))")
+@click.option("--alpha", type=float, default=None,
+              help="das: temperature, target p(x)·exp(r(x)/alpha) (default 0.1); svdd: soft selection (default argmax)")
+@click.option("--interval", type=click.IntRange(min=1), default=5, show_default=True, help="fk: steps between potentials")
+@click.option("--ess-threshold", type=float, default=0.5, show_default=True,
+              help="fk, das: resample when ESS < threshold·particles")
+@click.option("--resampling", type=click.Choice(["systematic", "stratified", "multinomial"]), default="systematic",
+              show_default=True)
 def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, reg, lr, optimizer, max_nfe,
-        max_backward, max_reward_calls, max_seconds, seed, out, progress):
+        max_backward, max_reward_calls, max_seconds, seed, out, progress, aggregate=None, standardize=False,
+        pipeline=None, prompt=None, negative_prompt=None, guidance_scale=0.0, height=None, width=None, dtype="fp32",
+        device=None, checkpoint=False, particles=8, potential="max", lam=10.0, alpha=None, interval=5,
+        ess_threshold=0.5, resampling="systematic"):
     """Steer a bundled generator toward a reward; write grid.png, trace.png and result.json to --out."""
     from . import methods as m
     from .budget import Budget
@@ -82,12 +117,21 @@ def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, r
     from .rewards import Ensemble
 
     budget = Budget(max_nfe, max_backward, max_reward_calls, max_seconds)
-    if model not in GENERATORS:  # check every name before loading any weights
-        raise UnknownNameError("generator", model, GENERATORS)
-    members = [reward_from_spec(s) for s in rewards]
-    reward = members[0] if len(members) == 1 else Ensemble(members, name="+".join(rewards))
-    heldout = {s: reward_from_spec(s) for s in heldouts if s != "none"}
-    gen = generator(model, steps=steps)
+    if pipeline is not None:  # a diffusers pipeline steered toward transformers rewards (rewardsteer.hf)
+        if aggregate or standardize:
+            raise RewardsteerError("--aggregate/--standardize are not wired for --pipeline yet")
+        gen, reward, heldout = _pipeline_setup(click.get_current_context(), pipeline, prompt, negative_prompt,
+                                               guidance_scale, steps, height, width, dtype, device, checkpoint,
+                                               rewards, heldouts)
+        target = None
+    else:
+        if model not in GENERATORS:  # check every name before loading any weights
+            raise UnknownNameError("generator", model, GENERATORS)
+        members = [reward_from_spec(s) for s in rewards]
+        reward = members[0] if len(members) == 1 else Ensemble(members, name="+".join(rewards))
+        heldout = {s: reward_from_spec(s) for s in heldouts if s != "none"}
+        gen = generator(model, steps=steps)
+        reward, heldout = _ensemble_options(reward, heldout, gen, target, aggregate, standardize)
     common = dict(cond=target, budget=budget, seed=seed, heldout=heldout, progress=progress)
     if method == "best_of_n":
         call = lambda: m.best_of_n(gen, reward, n=candidates, k=n, **common)  # noqa: E731
@@ -97,6 +141,10 @@ def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, r
         call = lambda: m.zero_order_search(gen, reward, n=n, iters=iters, **common)  # noqa: E731
     else:
         call = lambda: m.reno(gen, reward, n=n, iters=iters, reg=reg, lr=lr, optimizer=optimizer, **common)  # noqa: E731
+    if method in PARTICLE_METHODS:
+        call = _particle_call(m.METHODS[PARTICLE_METHODS[method]], model, pipeline, steps, reward, n, particles,
+                              dict(potential=potential, lam=lam, alpha=alpha, interval=interval,
+                                   ess_threshold=ess_threshold, resampling=resampling), common)
     try:
         result = call()
     except Exception as e:
@@ -111,6 +159,129 @@ def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, r
     click.echo(f"wrote {paths['grid']}, {paths['trace']}, {paths['result']}")
     if result.stopped == "interrupted":
         sys.exit(130)
+
+
+def _particle_call(method, model, pipeline, steps, reward, n, particles, knobs, common):
+    """A particle method (fk, das, svdd, trajectory_best_of_n) on mnist-flow's stochastic sampler (eta = 1)."""
+    from .models import flow_sampler
+
+    if pipeline is not None or model != "mnist-flow":
+        raise RewardsteerError(f"{method.__name__} steers a multi-step stochastic sampler: use --model mnist-flow")
+    wanted = {"fk_steering": ("potential", "lam", "interval", "ess_threshold", "resampling"),
+              "das": ("alpha", "ess_threshold", "resampling"), "svdd": ("alpha",)}.get(method.__name__, ())
+    knobs = {k: knobs[k] for k in wanted if knobs[k] is not None}
+    sampler = flow_sampler(steps, eta=1.0)
+    return lambda: method(sampler, reward, n=n, particles=particles, **knobs, **common)
+
+
+def _pipeline_setup(ctx, pipeline, prompt, negative_prompt, guidance_scale, steps, height, width, dtype, device,
+                    checkpoint, rewards, heldouts):
+    """(generator, reward, held-out) for --pipeline: reward specs are rewardsteer.hf.specs's, not the MNIST ones."""
+    import torch
+
+    from .hf import from_diffusers, parse_dtype
+    from .hf.specs import SpecParser
+
+    default = click.core.ParameterSource.DEFAULT
+    if not prompt:
+        raise RewardsteerError("--pipeline needs --prompt \"...\"")
+    if ctx.get_parameter_source("rewards") == default:
+        raise RewardsteerError("--pipeline needs --reward: clip:PATH_OR_ID, head:FILE.safetensors, suppress:CONCEPT or jpeg")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = parse_dtype(dtype)
+    parser = SpecParser(prompt, torch_dtype, device, checkpoint)
+    reward = parser.rewards(rewards)  # rewards first: a bad spec fails before the pipeline loads
+    heldout = {} if ctx.get_parameter_source("heldouts") == default else \
+        {s: parser.reward(s) for s in heldouts if s != "none"}
+    steps = 1 if ctx.get_parameter_source("steps") == default else steps  # one step: SD-Turbo style
+    gen = from_diffusers(pipeline, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, steps=steps,
+                         height=height, width=width, dtype=torch_dtype, device=device, checkpoint=checkpoint)
+    return gen, reward, heldout
+
+
+def _ensemble_options(reward, heldout, gen, target, aggregate, standardize):
+    """--aggregate / --standardize on the reward, and the diversity monitor beside the held-out rewards."""
+    from .aggregates import aggregate_from_spec
+    from .models import diversity_monitor
+    from .rewards import Ensemble
+
+    if (aggregate or standardize) and not isinstance(reward, Ensemble):
+        raise RewardsteerError(f"--aggregate/--standardize need an ensemble reward (e.g. proxies, bt:DIR); "
+                               f"'{reward.name}' has one member")
+    if aggregate:
+        reward = reward.with_transform(aggregate_from_spec(aggregate))
+    if standardize:
+        reward = reward.calibrated(gen, n=256, cond=target)
+    if heldout:
+        heldout["diversity"] = diversity_monitor()
+    return reward, heldout
+
+
+@cli.command("train-reward")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/reward"), show_default=True,
+              help="folder for NAME[-i].safetensors + NAME[-i].json; use it as --reward bt:OUT")
+@click.option("--name", default="bt", show_default=True)
+@click.option("--members", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ensemble size; members differ by seed (seed, seed+1, ...)")
+@click.option("--bootstrap/--no-bootstrap", default=False, show_default=True,
+              help="each member trains on a bootstrap resample of the pairs")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--width", type=click.IntRange(min=1), default=8, show_default=True, help="CNN base width")
+@click.option("--heldout-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+              help="pairs kept out of training to measure pairwise accuracy")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_reward(pairs, out, name, members, bootstrap, epochs, batch, lr, width, heldout_fraction, seed):
+    """Train a Bradley-Terry reward model (small CNN) on preference pairs.
+
+    PAIRS is a safetensors file with tensors 'preferred' and 'rejected', each (N, C, H, W) images in [0, 1].
+    """
+    from .preference import load_pairs, train_and_save
+
+    a, b = load_pairs(pairs)
+    metrics = train_and_save(a, b, out, name, members=members, seed=seed, bootstrap=bootstrap,
+                             heldout_fraction=heldout_fraction, source=str(pairs), epochs=epochs, batch=batch, lr=lr,
+                             width=width)
+    for k, m in enumerate(metrics):
+        acc = (f"held-out pairwise accuracy {m['heldout_accuracy_untrained']:.3f} -> {m['heldout_accuracy']:.3f} "
+               f"({m['heldout_pairs']} pairs)" if "heldout_accuracy" in m else "no held-out pairs")
+        click.echo(f"member {k}: train accuracy {m['train_accuracy']:.3f}, {acc}")
+    click.echo(f"wrote {members} model(s) to {out}; use them with --reward bt:{out}")
+
+
+@cli.group()
+def bench():
+    """Benchmarks that reproduce published findings on the bundled models."""
+
+
+@bench.command()
+@click.option("--quick", is_flag=True, help="a few-minute version (fewer seeds, samples and iterations)")
+@click.option("--class", "target", type=click.IntRange(0, 9), default=7, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="override the number of seeds")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/overopt"), show_default=True)
+def overopt(quick, target, seeds, threads, out):
+    """Reward over-optimization: gold vs proxy reward under best-of-N and ReNO, single vs ensembles (mean, WCO,
+    UWO); writes results.json, table.md, bon.png and reno.png to --out."""
+    import dataclasses
+    import json
+
+    import torch
+
+    from . import models
+    from . import overopt as bench_overopt
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = bench_overopt.QUICK if quick else bench_overopt.Config()
+    cfg = dataclasses.replace(cfg, target=target, **({"seeds": seeds} if seeds else {}))
+    proxies = [models.classifier_reward(f"mnist-proxy-{i}", target) for i in range(5)]
+    bench_overopt.run(models.onestep(), models.classifier("mnist-judge"), proxies, cfg, out,
+                      log=lambda **rec: click.echo(json.dumps(rec), err=True))
+    click.echo((out / "table.md").read_text())
+    click.echo(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'bon.png'}, {out / 'reno.png'}")
 
 
 @cli.command()

@@ -52,6 +52,11 @@ def plot_trace(result: Result, path: Path) -> Path:
     ax.set_ylabel("score (mean over samples)")
     ax.set_title(f"{result.method}: {result.stopped}")
     ax.legend(fontsize=8)
+    ess = [(row["nfe"], row["ess"]) for row in result.trace if "ess" in row]
+    if ess:  # particle methods: effective sample size per scored step, on a second axis
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*ess), ":", color="gray")
+        ax2.set_ylabel("ESS (dotted, particles)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -44,12 +45,30 @@ def missing_weights(what: str, name: str, err: BaseException) -> WeightsError:
     return WeightsError(f"could not load {what} '{name}': {reason}. To provide the weights: {how}.{offline}")
 
 
+@contextmanager
+def quiet_loading():
+    """Only errors from diffusers' and transformers' loggers while loading: their hub retries and hints would
+    bury the one-line error this module raises."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    before = dlog.get_verbosity(), tlog.get_verbosity()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(before[0])
+        tlog.set_verbosity(before[1])
+
+
 def load_pipeline(name: str | os.PathLike, dtype: str | torch.dtype | None = None):
     """A diffusers pipeline from a hub name (e.g. stabilityai/sd-turbo) or a local folder, safetensors only."""
     from diffusers import DiffusionPipeline
 
     try:
-        return DiffusionPipeline.from_pretrained(str(name), torch_dtype=parse_dtype(dtype), use_safetensors=True)
+        with quiet_loading():
+            return DiffusionPipeline.from_pretrained(str(name), dtype=parse_dtype(dtype), use_safetensors=True)
     except _load_errors() as e:
         raise missing_weights("diffusers pipeline", str(name), e) from None
 
@@ -73,8 +92,9 @@ def load_clip(name: str | os.PathLike, dtype: str | torch.dtype | None = None, d
 
     name = str(name)
     try:
-        model = CLIPModel.from_pretrained(name, dtype=parse_dtype(dtype), use_safetensors=True)
-        tokenizer = CLIPTokenizer.from_pretrained(name)
+        with quiet_loading():
+            model = CLIPModel.from_pretrained(name, dtype=parse_dtype(dtype), use_safetensors=True)
+            tokenizer = CLIPTokenizer.from_pretrained(name)
     except _load_errors() as e:
         raise missing_weights("CLIP model", name, e) from None
     cfg = _preprocessor_config(name)

@@ -38,8 +38,11 @@ SCHEDULERS = ("DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "Euler
 PREDICTIONS = ("epsilon", "v_prediction", "sample", "flow")
 
 
-def path_coefficients(scheduler, steps: int) -> tuple[list[float], list[float], list[float], str]:
-    """(model timesteps (N,), α (N+1,), σ (N+1,), prediction type) for `steps` steps of `scheduler`.
+def path_coefficients(scheduler, steps: int) -> tuple[list[float], list[float], list[float], str, float]:
+    """(model timesteps (N,), α (N+1,), σ (N+1,), prediction type, initial noise scale) for `steps` steps.
+
+    The initial state is diffusers' own: randn × init_noise_sigma in the scheduler's coordinates, here times α_0
+    for Euler schedulers (for "trailing" spacing that is σ_0/√(1+σ_0²) ≈ 0.998, not 1, as in SD-Turbo's pipeline).
 
     The scheduler is deep-copied first, so the pipeline's own scheduler keeps its state (from_config would
     drop settings a pipeline patched in, such as steps_offset).
@@ -50,14 +53,14 @@ def path_coefficients(scheduler, steps: int) -> tuple[list[float], list[float], 
                                "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)")
     sch = copy.deepcopy(scheduler)
     sch.set_timesteps(steps)
-    times = sch.timesteps.double()
+    times, init = sch.timesteps.double(), float(getattr(sch, "init_noise_sigma", 1.0))  # flow: pure noise
     if name.startswith("FlowMatch"):
         s = sch.sigmas.double()[: steps + 1]
         alpha, sigma, pred = 1 - s, s, "flow"
     elif name.startswith("Euler"):
         s = sch.sigmas.double()[: steps + 1]
         alpha = (1 + s**2).rsqrt()
-        sigma, pred = s * alpha, sch.config.prediction_type
+        sigma, pred, init = s * alpha, sch.config.prediction_type, init * float(alpha[0])
     else:
         abar = sch.alphas_cumprod.double()[sch.timesteps.long()]
         alpha = torch.cat([abar.sqrt(), abar.new_ones(1)])
@@ -65,7 +68,7 @@ def path_coefficients(scheduler, steps: int) -> tuple[list[float], list[float], 
     if pred not in PREDICTIONS:
         raise RewardsteerError(f"prediction_type '{pred}' is not supported; expected one of {PREDICTIONS}")
     alpha[-1], sigma[-1] = 1.0, 0.0  # the last step always lands on clean latents
-    return times.tolist(), alpha.tolist(), sigma.tolist(), pred
+    return times.tolist(), alpha.tolist(), sigma.tolist(), pred, init
 
 
 class DiffusersSampler(Sampler):
@@ -85,7 +88,7 @@ class DiffusersSampler(Sampler):
         self.num_steps, self.guidance_scale, self.eta, self.decode_batch = steps, guidance_scale, eta, decode_batch
         embeds = prompt_embeds if negative_embeds is None else torch.cat([negative_embeds, prompt_embeds])
         self.register_buffer("embeds", embeds.detach(), persistent=False)  # (1 or 2, L, D): [uncond,] cond
-        self.timesteps, self.alphas, self.sigmas, self.prediction = path_coefficients(scheduler, steps)
+        self.timesteps, self.alphas, self.sigmas, self.prediction, self.init_scale = path_coefficients(scheduler, steps)
         self.clip_sample = scheduler.config.get("clip_sample_range", 1.0) if scheduler.config.get("clip_sample") else None
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if height % factor or width % factor:
@@ -98,6 +101,10 @@ class DiffusersSampler(Sampler):
             ratio = (a_t * s_s) / (a_s * s_t)
             std = eta * s_s * math.sqrt(max(0.0, 1 - ratio**2))
             self.coef.append((a_s, math.sqrt(max(s_s**2 - std**2, 0.0)), std))
+
+    def sample_noise(self, n: int, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
+        """x_0: standard normal times diffusers' initial noise scale (`init_scale`, 1 except Euler "trailing")."""
+        return super().sample_noise(n, generator, device, dtype) * self.init_scale
 
     def model_output(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """The UNet's raw output at step i, with classifier-free guidance (Ho & Salimans 2022, eq. 6)."""
@@ -148,6 +155,13 @@ class DiffusersSampler(Sampler):
         return self.decode(x)
 
 
+class UnrolledDiffusers(UnrolledSampler):
+    """G(z) for z ~ N(0, I): the deterministic sampler run from z × `init_scale` (ReNO's prior stays standard)."""
+
+    def forward(self, z: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return super().forward(z * self.sampler.init_scale, cond)
+
+
 def _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, eta, height, width, dtype, device,
            decode_batch, checkpoint) -> DiffusersSampler:
     pipe = load_pipeline(pipe_or_path, dtype) if isinstance(pipe_or_path, str | os.PathLike) else pipe_or_path
@@ -194,4 +208,4 @@ def from_diffusers(pipe_or_path, prompt: str, *, negative_prompt: str | None = N
     """
     sampler = _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, 0.0, height, width, dtype, device,
                      decode_batch, checkpoint)
-    return UnrolledSampler(sampler, checkpoint=checkpoint)
+    return UnrolledDiffusers(sampler, checkpoint=checkpoint)

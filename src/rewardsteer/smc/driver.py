@@ -124,7 +124,8 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
                   callback: Callable[[dict], dict | None] | None, progress: bool, config: dict):
     """Run B = n slots of K = `particles` particles through every sampler step under `kernel`; return one
     `pick` per slot as a Result. The callback gets, after each scored step and once at the end ("final":
-    True), the particles (B, K, ...), their normalized-or-not log-weights (B, K), ESS and log Ẑ (B,)."""
+    True), the particles (B, K, ...) (x_i in model space; at the end the decoded samples), their unnormalized
+    log-weights (B, K), ESS and log Ẑ (B,)."""
     check_positive(n=n)
     check_smc(particles, ess_threshold, resampling)
     if pick not in PICKS:
@@ -146,12 +147,12 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
     bar = tqdm(total=steps, disable=not progress, desc=kernel.name, leave=False)
 
     def record(i, out, x0, r, final=False):
-        """Trace row, held-out scores of each slot's current pick, callback; True means stop."""
-        held_idx = pick_per_slot(r, None, "best", resample_rng)
-        picked = sampler.decode(rows(x0, held_idx))
-        held = score_heldout(heldout, picked, cond, meter)
+        """Trace row, held-out scores of each slot's current best, callback; True means stop. x0 is (B, K, ...)
+        x0-predictions in model space, or at the end (`final`) the decoded samples."""
+        decode = (lambda t: t) if final else sampler.decode
+        held = score_heldout(heldout, decode(rows(x0, pick_per_slot(r, None, "best", resample_rng))), cond, meter)
         if not initial:
-            first = sampler.decode(x0[:, 0])
+            first = decode(x0[:, 0])
             initial.update(samples=first.detach(), scores=r[:, 0].float(),
                            heldout=score_heldout(heldout, first, cond, meter))
         e = weights.ess()

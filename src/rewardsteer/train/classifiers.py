@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ..data import load_mnist
 from ..nets import Classifier
-from .common import Logger, mnist_data_card, save_model, seed_everything
+from .common import Logger, command_line, mnist_data_card, save_model, seed_everything
 
 NOISY_SUBSET_SEED = 1234
 
@@ -105,7 +105,8 @@ def main(argv=None):
             "training": {"epochs": epochs, "steps": steps, "batch": 128, "optimizer": "AdamW one-cycle lr 2e-3",
                          "augmentation": "random shift +-2 px", "seed": 0,
                          "wall_seconds": round(time.time() - start, 1)},
-            "metrics": {"test_accuracy": acc, "test_size": len(test.labels)}})
+            "metrics": {"test_accuracy": acc, "test_size": len(test.labels)},
+            "command": command_line("rewardsteer.train.classifiers", argv)})
     if a.which in ("proxies", "all"):
         size = 1000 if a.quick else 10_000
         x, y, flipped = noisy_subset(train.images, train.labels, size=size)
@@ -122,7 +123,8 @@ def main(argv=None):
                                         f"{flipped:.1%} of labels replaced by a random wrong class"),
                 "training": {"epochs": epochs, "steps": steps, "batch": 128, "optimizer": "AdamW one-cycle lr 2e-3",
                              "seed": 100 + k, "wall_seconds": round(time.time() - start, 1)},
-                "metrics": {"clean_test_accuracy": acc, "test_size": len(test.labels)}})
+                "metrics": {"clean_test_accuracy": acc, "test_size": len(test.labels)},
+                "command": command_line("rewardsteer.train.classifiers", argv)})
 
 
 if __name__ == "__main__":

@@ -59,6 +59,11 @@ class EMA:
             e.copy_(b)
 
 
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces a run, recorded in the card."""
+    return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
 def mnist_data_card(source: str, subset: str) -> dict:
     return {"dataset": "MNIST", "source": source, "subset": subset, "license": MNIST_LICENSE}
 
@@ -77,7 +82,6 @@ def save_model(model: torch.nn.Module, out_dir: Path, name: str, card: dict) -> 
         **card,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads()},
-        "command": "python -m " + " ".join([sys.argv[0].split("/src/")[-1].replace("/", ".").removesuffix(".py")] + sys.argv[1:]),
         "size_mb": round(path.stat().st_size / 2**20, 2),
     }
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -16,7 +16,7 @@ import torch
 
 from ..data import load_mnist
 from ..nets import UNet
-from .common import EMA, Logger, mnist_data_card, save_model, seed_everything
+from .common import EMA, Logger, command_line, mnist_data_card, save_model, seed_everything
 
 
 def train_flow(steps: int, batch: int = 128, lr: float = 1e-3, seed: int = 0, label_dropout: float = 0.1,
@@ -73,6 +73,7 @@ def main(argv=None):
     steps = 3 if a.quick else a.steps
     model, card = train_flow(steps, a.batch, seed=a.seed, data_root=a.data, threads=a.threads,
                              log_path=a.out / "logs" / "mnist-flow.jsonl")
+    card["command"] = command_line("rewardsteer.train.flow", argv)
     save_model(model, a.out, "mnist-flow", card)
 
 

@@ -17,7 +17,7 @@ import torch
 from ..flow import FlowSampler, OneStepUNet
 from ..hub import WEIGHTS_DIR, load_network
 from ..nets import UNet
-from .common import EMA, Logger, save_model, seed_everything
+from .common import EMA, Logger, command_line, save_model, seed_everything
 
 
 @torch.no_grad()
@@ -88,6 +88,7 @@ def main(argv=None):
             "training": {"objective": "reflow pairs + direct regression ||z + u(z,0,c) - ODE(z,c)||^2",
                          "steps": a.steps, "batch": a.batch, "lr": a.lr, "ema": 0.995, "seed": a.seed,
                          "pair_seconds": round(pair_seconds, 1), "wall_seconds": round(time.time() - start, 1)}}
+    card["command"] = command_line("rewardsteer.train.onestep", argv)
     save_model(ema.model, a.out, "mnist-onestep", card)
 
 

@@ -1,0 +1,167 @@
+"""Reward ensembles: each aggregate against its formula, chains, calibration, the vectorized path, all methods."""
+
+import math
+
+import pytest
+import torch
+
+import rewardsteer as rs
+from rewardsteer import aggregates as agg
+from rewardsteer.core import FunctionReward, OneStepGenerator
+from rewardsteer.errors import RewardsteerError
+from rewardsteer.nets import Classifier
+from rewardsteer.rewards import ClassifierReward, Ensemble, WeightedSum
+
+R = torch.tensor([[1.0, -2.0, 0.5, 3.0],  # (k=3 members, B=4 samples)
+                  [2.0, 0.0, 0.5, -1.0],
+                  [6.0, -1.0, 0.5, 1.0]])
+SCORES = {"a": R[0], "b": R[1], "c": R[2]}
+
+
+def by_hand(fn):
+    """Apply fn to each sample's list of member scores, in plain Python."""
+    return torch.tensor([fn([float(v) for v in R[:, j]]) for j in range(R.shape[1])])
+
+
+def pmean(v):
+    return sum(v) / len(v)
+
+
+def pvar(v):
+    m = pmean(v)
+    return sum((x - m) ** 2 for x in v) / len(v)
+
+
+@pytest.mark.parametrize("transform, formula", [
+    (agg.mean(), pmean),
+    (agg.total(), sum),
+    (agg.wco(), min),
+    (agg.uwo(0.5), lambda v: pmean(v) - 0.5 * pvar(v)),
+    (agg.uwo(0.1), lambda v: pmean(v) - 0.1 * pvar(v)),
+    (agg.mean_minus_std(), lambda v: pmean(v) - math.sqrt(pvar(v))),
+    (agg.quantile(0.5), lambda v: sorted(v)[1]),
+    (agg.quantile(0.0), min),
+    (agg.quantile(0.25), lambda v: sorted(v)[0] + 0.5 * (sorted(v)[1] - sorted(v)[0])),
+    (agg.cvar(0.5), lambda v: pmean(sorted(v)[:2])),
+    (agg.cvar(1.0), pmean),
+    (agg.only("b"), lambda v: v[1]),
+])
+def test_aggregate_matches_its_formula(transform, formula):
+    assert transform.aggregate
+    torch.testing.assert_close(agg.reduce(transform, SCORES), by_hand(formula))
+
+
+def test_uwo_worked_example():
+    # members 1, 2, 6: mean 3, population variance (4 + 1 + 9)/3 = 14/3
+    out = agg.reduce(agg.uwo(0.5), {"a": torch.tensor([1.0]), "b": torch.tensor([2.0]), "c": torch.tensor([6.0])})
+    assert out.item() == pytest.approx(3 - 0.5 * 14 / 3)
+
+
+def test_chain_equals_the_manual_sequence():
+    stats = {"a": (1.0, 2.0), "b": (-1.0, 0.5), "c": (0.0, 4.0)}
+    ref = {"a": 0.5, "b": -0.2, "c": 0.0}
+    chained = agg.reduce(agg.chain(agg.standardize(stats), agg.log_sigmoid(ref), agg.uwo(0.3)), SCORES)
+    z = {k: (v - stats[k][0]) / stats[k][1] for k, v in SCORES.items()}
+    u = torch.stack([torch.nn.functional.logsigmoid(z[k] - ref[k]) for k in "abc"])
+    torch.testing.assert_close(chained, u.mean(0) - 0.3 * u.var(0, correction=0))
+    weighted = agg.reduce(agg.chain(agg.weighted({"a": 2.0, "b": -1.0, "c": 0.5}), agg.total()), SCORES)
+    torch.testing.assert_close(weighted, 2 * R[0] - R[1] + 0.5 * R[2])
+
+
+def test_bad_chains_and_specs_fail_clearly():
+    with pytest.raises(RewardsteerError, match="must come last"):
+        agg.chain(agg.mean(), agg.standardize({"a": (0, 1)}))
+    with pytest.raises(RewardsteerError, match="end the chain with an aggregate"):
+        agg.reduce(agg.log_sigmoid(), SCORES)
+    with pytest.raises(RewardsteerError, match="no parameter for member 'c'"):
+        agg.weighted({"a": 1.0, "b": 1.0})(SCORES)
+    with pytest.raises(RewardsteerError, match="unknown aggregate"):
+        agg.aggregate_from_spec("median")
+    assert agg.aggregate_from_spec("uwo:0.1").name == "uwo" and agg.aggregate_from_spec("cvar:0.4").name == "cvar0.4"
+    with pytest.raises(RewardsteerError, match="distinct names"):
+        Ensemble([FunctionReward(lambda x, c: x.mean((1, 2, 3)), "same")] * 2)
+
+
+class Pixels(OneStepGenerator):
+    """G(z) = sigmoid(z) on 28x28 noise: images with no network, so method runs cost almost nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise_shape = (1, 28, 28)
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def forward(self, z, cond=None):
+        return torch.sigmoid(z + self.anchor)
+
+
+def shifted(name, shift, scale):
+    return FunctionReward(lambda x, c: scale * x.flatten(1).mean(1) + shift, name)
+
+
+def test_standardized_members_have_mean_0_sd_1_on_the_calibration_set():
+    ens = Ensemble([shifted("a", 3.0, 10.0), shifted("b", -1.0, 0.5)])
+    cal = ens.calibrated(Pixels(), n=64, cond=2, seed=7)
+    x = agg.unsteered_samples(Pixels(), 64, 2, seed=7)  # the same calibration samples
+    z = cal.transform.fn(cal.member_scores(x, 2))  # member-wise part + mean aggregate
+    members = agg.standardize(cal.calibration)(cal.member_scores(x, 2))
+    for v in members.values():
+        assert abs(float(v.mean())) < 1e-4 and float(v.std(correction=0)) == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(z["mean"], torch.stack(list(members.values())).mean(0))
+    raw = ens.member_scores(x, 2)  # raw mode untouched
+    assert float(raw["a"].mean()) > 3.0
+
+
+def classifiers(k=5, width=8, seed=0):
+    nets = []
+    for i in range(k):
+        torch.manual_seed(seed + i)
+        net = Classifier(width=width, feature_dim=16)
+        for m in net.modules():  # non-trivial BatchNorm statistics, so folding them is really tested
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+        nets.append(net.eval().requires_grad_(False))
+    return [ClassifierReward(n, f"clf-{i}") for i, n in enumerate(nets)]
+
+
+def test_vectorized_members_equal_the_loop_with_gradients():
+    members = classifiers()
+    fast, slow = Ensemble(members, agg.uwo(0.1), vectorize=True), Ensemble(members, agg.uwo(0.1), vectorize=False)
+    x = torch.rand(6, 1, 28, 28, requires_grad=True)
+    cond = torch.tensor([0, 1, 2, 3, 4, 5])
+    (a, ma), (b, mb) = fast.evaluate(x, cond), slow.evaluate(x, cond)
+    assert fast._stacks and len(fast._stacks[0][0]) == 5  # really one stacked group of 5
+    for k in ma:
+        torch.testing.assert_close(ma[k], mb[k], atol=1e-5, rtol=1e-5)
+    ga, = torch.autograd.grad(a.sum(), x)
+    gb, = torch.autograd.grad(b.sum(), x)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
+    auto = Ensemble(members, agg.uwo(0.1))  # "auto" falls back to the loop above AUTO_MAX_BATCH
+    big = torch.rand(Ensemble.AUTO_MAX_BATCH + 1, 1, 28, 28)
+    torch.testing.assert_close(auto(big, 1), slow(big, 1), atol=1e-5, rtol=1e-5)
+    assert auto._stacks is None
+
+
+def test_weighted_sum_and_proxy_style_ensemble_keep_their_api(brightness):
+    dark = FunctionReward(lambda x, c: -x.flatten(1).mean(1), "dark")
+    ws = WeightedSum({"bright": (brightness, 2.0), "dark": (dark, 0.5)})
+    x = torch.rand(3, 1, 28, 28)
+    obj, members = ws.evaluate(x)
+    torch.testing.assert_close(obj, 1.5 * x.flatten(1).mean(1))
+    assert set(members) == {"bright", "dark"} and ws.weights == {"bright": 2.0, "dark": 0.5}
+    ens = Ensemble(classifiers(3))
+    torch.testing.assert_close(ens(x, 4), torch.stack([r(x, 4) for r in ens.members.values()]).mean(0))
+    assert isinstance(ens.with_transform(agg.wco()), Ensemble) and ens.transform.name == "mean"
+
+
+@pytest.mark.parametrize("transform", [agg.wco(), agg.uwo(0.5)], ids=["wco", "uwo"])
+@pytest.mark.parametrize("method", ["best_of_n", "random_search", "zero_order_search", "reno"])
+def test_every_method_runs_with_a_conservative_ensemble(method, transform):
+    ens = Ensemble(classifiers(3), transform)
+    knobs = {"best_of_n": dict(n=8, k=2), "random_search": dict(rounds=2, candidates_per_round=4),
+             "zero_order_search": dict(n=2, iters=2, neighbours=2), "reno": dict(n=2, iters=2)}[method]
+    result = rs.METHODS[method](Pixels(), ens, cond=3, progress=False, **knobs)
+    assert set(result.member_scores) == {"clf-0", "clf-1", "clf-2"}
+    recomputed = agg.reduce(transform, result.member_scores)
+    torch.testing.assert_close(recomputed, result.scores, atol=1e-5, rtol=1e-5)
+    assert set(result.trace[-1]["members"]) == set(result.member_scores)

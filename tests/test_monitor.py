@@ -1,0 +1,62 @@
+"""The over-optimization monitor: the alarm fires on rising-proxy / falling-held-out traces and only there."""
+
+import math
+
+import pytest
+import torch
+
+import rewardsteer as rs
+from rewardsteer.core import FunctionReward
+from rewardsteer.monitor import BatchDiversity, check, kl_best_of_n, monitor_lines
+
+
+def trace(objective, heldout, **extra):
+    return [{"iteration": i, "score": o, "heldout": {"gold": h, **{k: v[i] for k, v in extra.items()}}}
+            for i, (o, h) in enumerate(zip(objective, heldout))]
+
+
+def test_alarm_fires_when_proxy_rises_and_heldout_falls():
+    up = [0.1 * i for i in range(12)]
+    gold = [0.0, 0.2, 0.3, 0.35, 0.36, 0.3, 0.2, 0.1, 0.0, -0.1, -0.2, -0.3]  # peaks, then falls
+    v = check(trace(up, gold), window=5)
+    # first window trending down: rows 2..6 (0.30, 0.35, 0.36, 0.30, 0.20), correlation with time < -0.6
+    assert v["alarm"] and v["heldout"] == "gold" and v["iteration"] == 6
+    assert monitor_lines(v)[-1].startswith("OVER-OPTIMIZATION ALARM at iteration 6")
+
+
+@pytest.mark.parametrize("gold", [
+    [0.05 * i for i in range(12)],  # both rise: healthy
+    [0.0, 0.01, -0.01, 0.0, 0.01, -0.01, 0.0, 0.01, -0.01, 0.0, 0.01, -0.01],  # flat noise
+    [0.3 - 0.0001 * i for i in range(12)],  # falls by less than min_drop
+])
+def test_no_alarm_on_a_healthy_trace(gold):
+    assert not check(trace([0.1 * i for i in range(12)], gold))["alarm"]
+
+
+def test_diversity_is_reported_not_alarmed_on():
+    up = [0.1 * i for i in range(8)]
+    v = check(trace(up, up, diversity=[1.0 - 0.1 * i for i in range(8)]))
+    assert not v["alarm"] and v["diversity"] == [1.0, pytest.approx(0.3)]
+
+
+def test_batch_diversity_is_mean_pairwise_distance():
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0]])  # distances 5, 8, 5
+    d = BatchDiversity(lambda s: s)
+    assert float(d(x).mean()) == pytest.approx(6.0)
+    assert math.isnan(float(d(x[:1])[0]))
+
+
+def test_kl_best_of_n():
+    assert kl_best_of_n(1) == 0 and kl_best_of_n(16) == pytest.approx(math.log(16) - 15 / 16)
+
+
+def test_monitor_reaches_result_and_summary(identity):
+    bright = FunctionReward(lambda x, c: x.mean(1), "bright")
+    dark = FunctionReward(lambda x, c: -x.mean(1), "dark")
+    result = rs.reno(identity, bright, n=3, iters=8, reg=0.0, grad_clip=None, progress=False,
+                     heldout={"dark": dark, "diversity": BatchDiversity(lambda s: s)})
+    v = result.overoptimization
+    assert v["alarm"] and v["heldout"] == "dark"  # raising brightness lowers 'dark': exactly the pattern
+    assert result.summary()["overoptimization_alarm"] is True and "prior_nll_increase" in v
+    bon = rs.best_of_n(identity, bright, n=16, k=1, batch_size=4, progress=False)
+    assert bon.overoptimization["kl_best_of_n"] == pytest.approx(kl_best_of_n(16))

@@ -1,0 +1,21 @@
+"""Every training script runs end to end in its quick mode and writes loadable weights with a card."""
+
+import json
+
+import torch
+
+from rewardsteer import hub
+from rewardsteer.train import classifiers, flow, onestep
+
+
+def test_quick_training_writes_cards_and_safetensors(tmp_path):
+    torch.set_num_threads(1)
+    classifiers.main(["--quick", "--out", str(tmp_path), "--threads", "1"])
+    flow.main(["--quick", "--out", str(tmp_path), "--threads", "1"])
+    onestep.main(["--quick", "--out", str(tmp_path), "--threads", "1", "--teacher-dir", str(tmp_path)])
+    for name in ("mnist-judge", "mnist-proxy-0", "mnist-flow", "mnist-onestep"):
+        card = json.loads((tmp_path / f"{name}.json").read_text())
+        assert card["name"] == name and card["training"]["seed"] is not None
+        assert "python -m rewardsteer.train" in card["command"]
+        assert hub.load_network(name, tmp_path) is not None
+    assert (tmp_path / "logs" / "mnist-flow.jsonl").read_text().count("\n") >= 2
