@@ -56,6 +56,12 @@ def test_budget_stops_without_overspending(name, tiny_onestep, brightness):
     assert torch.isfinite(result.scores).all()
 
 
+@pytest.mark.parametrize("name", list(RUNS))
+def test_budget_below_one_evaluation_is_a_clear_error(name, tiny_unrolled, brightness):
+    with pytest.raises(RewardsteerError, match="smaller than one evaluation"):
+        run(name, tiny_unrolled, brightness, budget=rs.Budget(nfe=2))  # one call costs 3 NFE
+
+
 def test_best_of_n_spends_budget_exactly_and_returns_argmax(tiny_onestep, brightness):
     seen = []
     result = rs.best_of_n(tiny_onestep, brightness, cond=1, n=100, k=2, batch_size=16, budget=rs.Budget(nfe=30),

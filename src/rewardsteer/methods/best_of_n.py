@@ -10,7 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import Budget, Meter
-from ..core import as_generator, select_cond
+from ..core import as_generator
+from ..errors import RewardsteerError
 from .common import (
     build_result,
     check_positive,
@@ -49,6 +50,8 @@ def best_of_n(generator, reward, *, cond: Any = None, n: int = 16, k: int = 1, b
     `cond` is shared by all candidates. A budget shrinks the last chunk so the run spends it exactly.
     """
     check_positive(n=n, k=k, batch_size=batch_size)
+    if isinstance(cond, torch.Tensor) and cond.numel() > 1:
+        raise RewardsteerError("best_of_n takes one condition shared by all candidates; run it once per condition")
     reward, heldout = prepare(reward, heldout, need_grad=False, method="best_of_n")
     rng = as_generator(seed)
     meter = Meter(budget, next(generator.parameters()).device)
@@ -65,8 +68,7 @@ def best_of_n(generator, reward, *, cond: Any = None, n: int = 16, k: int = 1, b
             x, obj, members = generate_and_score(generator, reward, z, cond, meter, batch_size)
             if not initial:
                 first = slice(0, min(k, m))
-                initial.update(samples=x[first], scores=obj[first],
-                               heldout=score_heldout(heldout, x[first], select_cond(cond, first, m), meter))
+                initial.update(samples=x[first], scores=obj[first], heldout=score_heldout(heldout, x[first], cond, meter))
             top.update(obj, x, z, members, cond, n)
             top.heldout = score_heldout(heldout, top.samples, cond, meter)
             drawn += m

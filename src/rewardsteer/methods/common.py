@@ -59,6 +59,7 @@ def generate_and_score(generator, reward: Reward, z: torch.Tensor, cond: Any, me
         x = generator(z[i:i + chunk], c)
         meter.charge(nfe=x.shape[0] * generator.nfe_per_call)
         obj, mem = score(reward, x, c, meter)
+        meter.skipped += int((~torch.isfinite(obj)).sum())  # such candidates rank last, never first
         outs.append(x)
         objs.append(obj.float())
         for k, v in mem.items():
@@ -111,6 +112,8 @@ def trace_entry(iteration: int, meter: Meter, scores: torch.Tensor, members: dic
 
 def build_result(method: str, best: BestPerSlot, initial: dict, trace: list, meter: Meter, stopped: str,
                  config: dict) -> Result:
+    if best.scores is None:
+        raise RewardsteerError(f"{method} evaluated nothing ({stopped}): the budget is smaller than one evaluation")
     return Result(method, best.samples, best.noises, best.scores, best.members, best.heldout,
                   initial["samples"], initial["scores"], initial["heldout"], trace, meter.spent(), stopped, config)
 
