@@ -5,7 +5,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.t
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint install dev train evaluate bench clean
+.PHONY: demo test lint install dev train evaluate bench bench-overopt clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -45,6 +45,11 @@ evaluate: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/methods.py
+	$(PY) benchmarks/ensemble_speed.py
+
+# Reward over-optimization benchmark (about 30 minutes on 2 CPU cores); --quick takes a few minutes.
+bench-overopt: $(STAMP)
+	$(VENV)/bin/rewardsteer bench overopt --out docs/benchmarks/overoptimization
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -52,6 +52,7 @@ def test_models_lists_cards(run_cli):
     (["run", "--class", "10"], "10 is not in the range"),
     (["run", "--iters", "0"], "0 is not in the range"),
     (["run", "--max-nfe", "-5"], "budget nfe must be positive"),
+    (["run", "--condition", "seven"], "--condition must be none, class or a digit"),
     (["frobnicate"], "No such command"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_cli, args, fragment):

@@ -136,10 +136,13 @@ def test_vectorized_members_equal_the_loop_with_gradients():
     ga, = torch.autograd.grad(a.sum(), x)
     gb, = torch.autograd.grad(b.sum(), x)
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
-    auto = Ensemble(members, agg.uwo(0.1))  # "auto" falls back to the loop above AUTO_MAX_BATCH
-    big = torch.rand(Ensemble.AUTO_MAX_BATCH + 1, 1, 28, 28)
+    auto = Ensemble(members, agg.uwo(0.1))  # "auto": the loop without gradients or above AUTO_MAX_BATCH
+    big = torch.rand(Ensemble.AUTO_MAX_BATCH + 1, 1, 28, 28, requires_grad=True)
     torch.testing.assert_close(auto(big, 1), slow(big, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(auto(x.detach(), 1), slow(x.detach(), 1), atol=1e-5, rtol=1e-5)
     assert auto._stacks is None
+    auto(x, 1)
+    assert auto._stacks is not None
 
 
 def test_weighted_sum_and_proxy_style_ensemble_keep_their_api(brightness):
@@ -165,3 +168,12 @@ def test_every_method_runs_with_a_conservative_ensemble(method, transform):
     recomputed = agg.reduce(transform, result.member_scores)
     torch.testing.assert_close(recomputed, result.scores, atol=1e-5, rtol=1e-5)
     assert set(result.trace[-1]["members"]) == set(result.member_scores)
+
+
+def test_cli_ensemble_options(brightness):
+    from rewardsteer.cli import _ensemble_options
+
+    with pytest.raises(RewardsteerError, match="need an ensemble reward"):
+        _ensemble_options(brightness, {}, Pixels(), 7, "wco", False)
+    ens, held = _ensemble_options(Ensemble(classifiers(2)), {"b": brightness}, Pixels(), 7, "uwo:0.1", True)
+    assert ens.transform.name == "standardize > uwo" and set(held) == {"b", "diversity"}

@@ -82,6 +82,26 @@ def tiny_pipeline(scheduler=None, seed=0):
                                    requires_safety_checker=False)
 
 
+def tiny_sdxl(scheduler):
+    """Two text encoders (the second with a projection), pooled embeddings and size ids: SDXL's conditioning."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=2, norm_num_groups=4, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 16)
+    vae = AutoencoderKL(block_out_channels=(8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        sample_size=16)
+    cfg = tiny_text_config(tok)
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(cfg), text_encoder_2=CLIPTextModelWithProjection(cfg),
+                                     tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=scheduler)
+
+
 @pytest.fixture(scope="module")
 def pipe_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-sd-turbo")
@@ -122,11 +142,14 @@ def test_onestep_generator_loads_from_folder_and_backpropagates_to_latents(pipe_
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("scheduler,steps,guidance", [(None, 1, 0.0), (DDIMScheduler(), 3, 3.0)])
-def test_generator_matches_the_diffusers_pipeline(scheduler, steps, guidance, tmp_path):
+@pytest.mark.parametrize("build,scheduler,steps,guidance", [
+    (tiny_pipeline, None, 1, 0.0), (tiny_pipeline, DDIMScheduler(), 3, 3.0),
+    (tiny_sdxl, EulerDiscreteScheduler(timestep_spacing="trailing"), 1, 0.0),
+    (tiny_sdxl, DDIMScheduler(clip_sample=False), 2, 3.0)], ids=["sd-turbo", "sd-ddim-cfg", "sdxl-turbo", "sdxl-ddim-cfg"])
+def test_generator_matches_the_diffusers_pipeline(build, scheduler, steps, guidance):
     """Same latents, same image as diffusers' own __call__: the x0-prediction, the scheduler step, CFG with a
-    negative prompt, and the VAE decode all agree with the scheduler."""
-    pipe = tiny_pipeline(scheduler)
+    negative prompt, SDXL's pooled embeddings and size ids, and the VAE decode all agree with diffusers."""
+    pipe = build(scheduler)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     ours = from_diffusers(pipe, PROMPT, negative_prompt="a dog", guidance_scale=guidance, steps=steps)
     with torch.no_grad():
@@ -239,6 +262,10 @@ def test_clip_score_is_differentiable_and_caches_the_prompt(features, clip_rewar
     torch.testing.assert_close(per_sample[0], s[0].detach())
     with pytest.raises(RewardsteerError, match="needs a text"):
         CLIPScore(features)(x.detach())
+    ckpt = CLIPFeatures(features.model, features.tokenizer, features.size, checkpoint=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    CLIPScore(ckpt, prompt=PROMPT)(x2).sum().backward()  # checkpointed image tower: same gradient
+    torch.testing.assert_close(x2.grad, x.grad)
 
 
 def test_aesthetic_head_from_safetensors(features, tmp_path):
@@ -316,6 +343,16 @@ def test_cli_steers_a_pipeline_with_a_clip_reward(pipe_dir, clip_dir, tmp_path, 
     assert meta["method"] == "reno" and meta["spent"]["nfe"] == 4 and meta["spent"]["backward"] == 3
     assert set(meta["member_scores"]) == {f"clip:{clip_dir}", "suppress:a dog"} and "jpeg" in meta["heldout_scores"]
     assert (out / "grid.png").is_file()
+
+
+def test_cli_particle_method_on_a_pipeline(pipe_dir, clip_dir, tmp_path):
+    from rewardsteer.cli import main
+
+    out = tmp_path / "fk"
+    main(["run", "--pipeline", str(pipe_dir), "--prompt", PROMPT, "--reward", f"clip:{clip_dir}", "--method", "fk",
+          "--particles", "2", "--n", "1", "--steps", "3", "--device", "cpu", "--no-progress", "--out", str(out)])
+    meta = json.loads((out / "result.json").read_text())
+    assert meta["method"] == "fk_steering" and meta["spent"]["nfe"] == 1 * 2 * 3
 
 
 @pytest.mark.parametrize("args,message", [

@@ -3,8 +3,9 @@ mixture with closed-form weights, mean and normalizer (`GaussianMixtureFlow.tilt
 
 Tolerances were set from 5 seeds of each configuration (B = 32 slots × K = 64 particles, 200 steps):
 largest errors seen were 0.092 (mean), 0.028 (mixture weight), 0.08 (log Z), the 200-step sampler's own
-bias included (its plain samples: mean −0.606 vs exact −0.600, std 1.452 vs 1.463). A broken weight
-update (e.g. the transition computed from pre-resampling particles) gave errors above 0.5.
+bias included (its plain samples: mean −0.606 vs exact −0.600, std 1.452 vs 1.463). Mutations checked
+to fail these tests: dropping DAS's p/q transition weight; resetting the weights where resampling is
+skipped (the FK reference's issue #12); proposing from the particles as they were before resampling.
 """
 
 import math

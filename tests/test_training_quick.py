@@ -19,3 +19,13 @@ def test_quick_training_writes_cards_and_safetensors(tmp_path):
         assert "python -m rewardsteer.train" in card["command"]
         assert hub.load_network(name, tmp_path) is not None
     assert (tmp_path / "logs" / "mnist-flow.jsonl").read_text().count("\n") >= 2
+
+
+def test_training_is_deterministic(tmp_path):
+    """Same seed, same data order, same thread count -> bit-identical weights (what makes cards reproducible)."""
+    torch.set_num_threads(1)
+    for run in ("a", "b"):
+        flow.main(["--quick", "--out", str(tmp_path / run), "--threads", "1"])
+    a = hub.load_safetensors(tmp_path / "a" / "mnist-flow.safetensors")
+    b = hub.load_safetensors(tmp_path / "b" / "mnist-flow.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -52,7 +52,10 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
 @click.option("--model", default="mnist-onestep", show_default=True, help="mnist-onestep or mnist-flow")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
               help="ODE steps when --model mnist-flow (unrolled, checkpointed)")
-@click.option("--class", "target", type=click.IntRange(0, 9), default=7, show_default=True, help="digit to generate")
+@click.option("--class", "target", type=click.IntRange(0, 9), default=7, show_default=True,
+              help="the digit the classifier rewards score (log p(class | image))")
+@click.option("--condition", default="none", show_default=True,
+              help="what the generator is asked for: none (any digit: the most room to steer), class (= --class) or 0-9")
 @click.option("--reward", "rewards", multiple=True, default=["proxies"], show_default=True,
               help="reward spec, repeatable (mean of all): proxies[:k], proxy:mnist-proxy-0, mnist-judge")
 @click.option("--heldout", "heldouts", multiple=True, default=["mnist-judge"], show_default=True,
@@ -103,7 +106,7 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
               help="fk, das: resample when ESS < threshold·particles")
 @click.option("--resampling", type=click.Choice(["systematic", "stratified", "multinomial"]), default="systematic",
               show_default=True)
-def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, reg, lr, optimizer, max_nfe,
+def run(model, steps, target, condition, rewards, heldouts, method, n, iters, candidates, reg, lr, optimizer, max_nfe,
         max_backward, max_reward_calls, max_seconds, seed, out, progress, aggregate=None, standardize=False,
         pipeline=None, prompt=None, negative_prompt=None, guidance_scale=0.0, height=None, width=None, dtype="fp32",
         device=None, checkpoint=False, particles=8, potential="max", lam=10.0, alpha=None, interval=5,
@@ -122,16 +125,18 @@ def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, r
             raise RewardsteerError("--aggregate/--standardize are not wired for --pipeline yet")
         gen, reward, heldout = _pipeline_setup(click.get_current_context(), pipeline, prompt, negative_prompt,
                                                guidance_scale, steps, height, width, dtype, device, checkpoint,
-                                               rewards, heldouts)
+                                               rewards, heldouts, particle=method in PARTICLE_METHODS)
         target = None
     else:
         if model not in GENERATORS:  # check every name before loading any weights
             raise UnknownNameError("generator", model, GENERATORS)
-        members = [reward_from_spec(s) for s in rewards]
+        cond = _condition(condition, target)
+        members = [reward_from_spec(s, target) for s in rewards]
         reward = members[0] if len(members) == 1 else Ensemble(members, name="+".join(rewards))
-        heldout = {s: reward_from_spec(s) for s in heldouts if s != "none"}
+        heldout = {s: reward_from_spec(s, target) for s in heldouts if s != "none"}
         gen = generator(model, steps=steps)
-        reward, heldout = _ensemble_options(reward, heldout, gen, target, aggregate, standardize)
+        reward, heldout = _ensemble_options(reward, heldout, gen, cond, aggregate, standardize)
+        target = cond
     common = dict(cond=target, budget=budget, seed=seed, heldout=heldout, progress=progress)
     if method == "best_of_n":
         call = lambda: m.best_of_n(gen, reward, n=candidates, k=n, **common)  # noqa: E731
@@ -144,7 +149,8 @@ def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, r
     if method in PARTICLE_METHODS:
         call = _particle_call(m.METHODS[PARTICLE_METHODS[method]], model, pipeline, steps, reward, n, particles,
                               dict(potential=potential, lam=lam, alpha=alpha, interval=interval,
-                                   ess_threshold=ess_threshold, resampling=resampling), common)
+                                   ess_threshold=ess_threshold, resampling=resampling), common,
+                              sampler=gen if pipeline is not None else None)
     try:
         result = call()
     except Exception as e:
@@ -161,25 +167,38 @@ def run(model, steps, target, rewards, heldouts, method, n, iters, candidates, r
         sys.exit(130)
 
 
-def _particle_call(method, model, pipeline, steps, reward, n, particles, knobs, common):
-    """A particle method (fk, das, svdd, trajectory_best_of_n) on mnist-flow's stochastic sampler (eta = 1)."""
+def _condition(condition: str, target: int) -> int | None:
+    """--condition: none -> unconditional (None), class -> the rewarded class, or an explicit digit."""
+    if condition == "none":
+        return None
+    if condition == "class":
+        return target
+    if condition.isdigit() and 0 <= int(condition) <= 9:
+        return int(condition)
+    raise RewardsteerError(f"--condition must be none, class or a digit 0-9; got '{condition}'")
+
+
+def _particle_call(method, model, pipeline, steps, reward, n, particles, knobs, common, sampler=None):
+    """A particle method (fk, das, svdd, trajectory_best_of_n) on mnist-flow's stochastic sampler (eta = 1),
+    or on `sampler` when given (a --pipeline's diffusers sampler)."""
     from .models import flow_sampler
 
-    if pipeline is not None or model != "mnist-flow":
+    if sampler is None and (pipeline is not None or model != "mnist-flow"):
         raise RewardsteerError(f"{method.__name__} steers a multi-step stochastic sampler: use --model mnist-flow")
     wanted = {"fk_steering": ("potential", "lam", "interval", "ess_threshold", "resampling"),
               "das": ("alpha", "ess_threshold", "resampling"), "svdd": ("alpha",)}.get(method.__name__, ())
     knobs = {k: knobs[k] for k in wanted if knobs[k] is not None}
-    sampler = flow_sampler(steps, eta=1.0)
+    sampler = sampler if sampler is not None else flow_sampler(steps, eta=1.0)
     return lambda: method(sampler, reward, n=n, particles=particles, **knobs, **common)
 
 
 def _pipeline_setup(ctx, pipeline, prompt, negative_prompt, guidance_scale, steps, height, width, dtype, device,
-                    checkpoint, rewards, heldouts):
-    """(generator, reward, held-out) for --pipeline: reward specs are rewardsteer.hf.specs's, not the MNIST ones."""
+                    checkpoint, rewards, heldouts, particle=False):
+    """(generator, reward, held-out) for --pipeline: reward specs are rewardsteer.hf.specs's, not the MNIST ones.
+    Particle methods get the stochastic sampler (eta = 1, 50 steps unless --steps), the others a one-step generator."""
     import torch
 
-    from .hf import from_diffusers, parse_dtype
+    from .hf import diffusers_sampler, from_diffusers, parse_dtype
     from .hf.specs import SpecParser
 
     default = click.core.ParameterSource.DEFAULT
@@ -193,9 +212,11 @@ def _pipeline_setup(ctx, pipeline, prompt, negative_prompt, guidance_scale, step
     reward = parser.rewards(rewards)  # rewards first: a bad spec fails before the pipeline loads
     heldout = {} if ctx.get_parameter_source("heldouts") == default else \
         {s: parser.reward(s) for s in heldouts if s != "none"}
-    steps = 1 if ctx.get_parameter_source("steps") == default else steps  # one step: SD-Turbo style
-    gen = from_diffusers(pipeline, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, steps=steps,
-                         height=height, width=width, dtype=torch_dtype, device=device, checkpoint=checkpoint)
+    if ctx.get_parameter_source("steps") == default:
+        steps = 50 if particle else 1  # one step: SD-Turbo style
+    kw = dict(negative_prompt=negative_prompt, guidance_scale=guidance_scale, steps=steps, height=height, width=width,
+              dtype=torch_dtype, device=device, checkpoint=checkpoint)
+    gen = diffusers_sampler(pipeline, prompt, eta=1.0, **kw) if particle else from_diffusers(pipeline, prompt, **kw)
     return gen, reward, heldout
 
 

@@ -33,10 +33,12 @@ def run_demo(out: Path, target: int = 8, iters: int = 30) -> list[str]:
         m = class_metrics(judge, images, labels)
         lines.append(f"{name}: one row per class 0-9 -> {path} (judge accuracy {m['judge_accuracy']:.1%}, "
                      f"confidence {m['judge_confidence']:.3f})")
-    result = reno(models.onestep(), models.proxy_ensemble(), cond=target, n=8, iters=iters, seed=0,
-                  heldout={"mnist-judge": models.classifier_reward("mnist-judge")})
+    # The unconditional one-step model draws any digit; ReNO moves each noise until the proxies see a `target`.
+    result = reno(models.onestep(), models.proxy_ensemble(target=target), cond=None, n=8, iters=iters, seed=0,
+                  heldout={"mnist-judge": models.classifier_reward("mnist-judge", target=target)})
     paths = write_report(result, out / "steer")
-    lines.append(f"ReNO toward class {target}, proxy ensemble optimized, mnist-judge held out:")
+    lines.append(f"ReNO: unconditional mnist-onestep steered toward {target} by the proxy ensemble "
+                 "(mean log p(class)); mnist-judge held out:")
     lines += ["  " + s for s in summary_lines(result)]
     lines.append(f"  before/after grid: {paths['grid']}  trace: {paths['trace']}  result: {paths['result']}")
     lines.append(f"outputs are in {out.resolve()}")

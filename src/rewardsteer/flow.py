@@ -15,16 +15,19 @@ from torch.utils.checkpoint import checkpoint
 from .core import OneStepGenerator, Sampler
 from .nets import UNet
 
+NULL_CLASS = 10  # the label-dropout class: "any digit"
+
 
 def class_labels(cond: Any, batch: int, device) -> torch.Tensor:
-    """MNIST conditions: an int class shared by the batch or a (B,) tensor of classes."""
+    """MNIST conditions: None (unconditional), an int class shared by the batch, or a (B,) tensor of classes
+    (10 = unconditional)."""
     if cond is None:
-        raise ValueError("this model is class-conditional: pass cond=<class 0-9> or a (B,) tensor of classes")
+        return torch.full((batch,), NULL_CLASS, device=device, dtype=torch.long)
     y = torch.as_tensor(cond, device=device, dtype=torch.long)
     if y.ndim == 0:
         y = y.expand(batch)
-    if y.shape != (batch,) or y.min() < 0 or y.max() > 9:
-        raise ValueError(f"cond must be a class in 0..9 or a ({batch},) tensor of classes; got {tuple(y.shape)}")
+    if y.shape != (batch,) or y.min() < 0 or y.max() > NULL_CLASS:
+        raise ValueError(f"cond must be None, a class in 0..9 or a ({batch},) tensor of classes; got {cond!r}")
     return y
 
 
@@ -50,7 +53,7 @@ class FlowSampler(Sampler):
         b = x.shape[0]
         y = class_labels(cond, b, x.device)
         tt = x.new_full((b,), t)
-        if self.guidance == 1.0:
+        if self.guidance == 1.0 or cond is None:  # unconditional: the null class, no guidance
             return self.model(x, tt, y)
         null = torch.full_like(y, self.model.num_classes)
         v_c, v_u = self.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null])).chunk(2)
@@ -85,7 +88,8 @@ class FlowSampler(Sampler):
 
 
 class OneStepUNet(OneStepGenerator):
-    """G(z, c) = decode(z + u(z, 0, c)): the distilled one-step generator (`mnist-onestep`)."""
+    """G(z, c) = decode(z + u(z, 0, c)): the distilled one-step generator (`mnist-onestep`); c = None draws
+    any digit (the unconditional model), which leaves a reward the most room to steer."""
 
     def __init__(self, model: UNet):
         super().__init__()

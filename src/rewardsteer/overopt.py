@@ -44,6 +44,7 @@ class Config:
     bt_pairs: int = 3000
     bt_epochs: int = 8
     bt_members: int = 5
+    bt_eval_pairs: int = 500  # fresh pairs, gold-labelled without flips, to measure each member
     flip: float = 0.25
     ink_target: float = 0.11
     ink_width: float = 0.02
@@ -64,7 +65,7 @@ class Family:
         return agg.chain(*self.pre, aggregate)
 
 
-QUICK = Config(seeds=2, bon_pool=256, calib=128, reno_n=4, reno_iters=6, bt_pairs=300, bt_epochs=2)
+QUICK = Config(seeds=2, bon_pool=256, calib=128, reno_n=4, reno_iters=6, bt_pairs=300, bt_epochs=2, bt_eval_pairs=100)
 
 
 class GoldReward(Reward):
@@ -110,7 +111,7 @@ def bt_proxies(generator, gold: GoldReward, cfg: Config, log) -> tuple[Ensemble,
     pref, rej = torch.where(a_wins[:, None, None, None], a, b), torch.where(a_wins[:, None, None, None], b, a)
     nets, metrics = train_ensemble(pref, rej, members=cfg.bt_members, seed=0, epochs=cfg.bt_epochs)
     # accuracy against the true gold order on fresh pairs: how good a proxy each member is
-    xt = pool(generator, 1000, cfg.target, 779, cfg.batch)
+    xt = pool(generator, 2 * cfg.bt_eval_pairs, cfg.target, 779, cfg.batch)
     gt = score_all(gold, xt, cfg.target, cfg.batch)["gold"]
     pa, pb = xt[0::2], xt[1::2]
     better = (gt[0::2] > gt[1::2])[:, None, None, None]

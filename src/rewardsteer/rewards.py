@@ -39,11 +39,11 @@ class Ensemble(Reward):
     Member scores stay separate for monitors and diagnostics (each method's Result keeps them). Members that
     wrap networks of one architecture (`ClassifierReward`, `BTReward`) can be evaluated in one vectorized call
     (`stacked.StackedNets`; weights are stacked on first use, so later in-place changes to them are not seen).
-    `vectorize`: True, False, or "auto" = only for batches of at most `AUTO_MAX_BATCH`, where it measured
-    faster on CPU (benchmarks/ensemble_speed.py).
+    `vectorize`: True, False, or "auto" = only when gradients flow to the samples (ReNO) and the batch has at
+    most `AUTO_MAX_BATCH` samples: the case where it measured faster on CPU (docs/benchmarks/ensemble_speed.md).
     """
 
-    AUTO_MAX_BATCH = 8
+    AUTO_MAX_BATCH = 16
 
     def __init__(self, members: Mapping[str, Reward] | list[Reward], transform: Transform | None = None,
                  name: str = "ensemble", vectorize: bool | str = "auto"):
@@ -61,7 +61,7 @@ class Ensemble(Reward):
         self._stacks = None
 
     def member_scores(self, samples, cond=None):
-        if not self.vectorize or (self.vectorize == "auto" and samples.shape[0] > self.AUTO_MAX_BATCH):
+        if not self.vectorize or (self.vectorize == "auto" and not _auto_stack(samples, self.AUTO_MAX_BATCH)):
             return {name: r(samples, cond) for name, r in self.members.items()}
         if self._stacks is None:
             self._stacks = stack_members(self.members)
@@ -87,6 +87,10 @@ class Ensemble(Reward):
         ens.__dict__.update(other.__dict__)
         ens.transform, ens.name = transform, name
         return ens
+
+
+def _auto_stack(samples: torch.Tensor, max_batch: int) -> bool:
+    return samples.shape[0] <= max_batch and torch.is_grad_enabled() and samples.requires_grad
 
 
 class WeightedSum(Ensemble):

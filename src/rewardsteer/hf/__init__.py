@@ -5,10 +5,10 @@ diffusers and transformers are imported only when a loader runs, so `import rewa
 
 from .loading import load_clip, load_pipeline, parse_dtype
 from .rewards import CLIPFeatures, CLIPHead, CLIPScore, JPEGCompressibility, MLPHead, Suppress, clip_preprocess, suppress_concept
-from .sampler import DiffusersSampler, diffusers_sampler, from_diffusers, path_coefficients
+from .sampler import DiffusersSampler, UnrolledDiffusers, diffusers_sampler, from_diffusers, path_coefficients
 
 __all__ = [
     "CLIPFeatures", "CLIPHead", "CLIPScore", "DiffusersSampler", "JPEGCompressibility", "MLPHead", "Suppress",
     "clip_preprocess", "diffusers_sampler", "from_diffusers", "load_clip", "load_pipeline", "parse_dtype",
-    "path_coefficients", "suppress_concept",
+    "path_coefficients", "suppress_concept", "UnrolledDiffusers",
 ]

@@ -22,6 +22,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """'fp32' / 'fp16' / 'bf16' (the CLI's names) or a torch dtype -> a torch dtype."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
@@ -36,6 +37,7 @@ def _load_errors() -> tuple[type[BaseException], ...]:
 
 
 def missing_weights(what: str, name: str, err: BaseException) -> WeightsError:
+    """One line: what failed, the library's first line of why, and how to provide the weights."""
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
     local = Path(name).exists()
     how = ("the folder must hold what save_pretrained writes, with .safetensors weights" if local else

@@ -150,6 +150,7 @@ class MLPHead(torch.nn.Module):
 
     @classmethod
     def from_safetensors(cls, path: str | Path, activation: str | None = None) -> MLPHead:
+        """Read through hub.load_safetensors (pickles refused), frozen, in eval mode."""
         return cls(load_safetensors(path), activation, source=str(path)).eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

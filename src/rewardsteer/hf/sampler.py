@@ -31,7 +31,7 @@ import torch
 from ..core import Sampler
 from ..errors import RewardsteerError
 from ..flow import UnrolledSampler
-from .loading import load_pipeline
+from .loading import load_pipeline, parse_dtype
 
 SCHEDULERS = ("DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
               "FlowMatchEulerDiscreteScheduler")
@@ -80,7 +80,8 @@ class DiffusersSampler(Sampler):
     """
 
     def __init__(self, unet, vae, scheduler, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None,
-                 steps: int, guidance_scale: float, eta: float, height: int, width: int, decode_batch: int | None = None):
+                 steps: int, guidance_scale: float, eta: float, height: int, width: int, decode_batch: int | None = None,
+                 added: dict[str, torch.Tensor] | None = None):
         super().__init__()
         if steps < 1 or eta < 0:
             raise RewardsteerError(f"steps must be >= 1 and eta >= 0; got steps={steps}, eta={eta}")
@@ -88,7 +89,12 @@ class DiffusersSampler(Sampler):
         self.num_steps, self.guidance_scale, self.eta, self.decode_batch = steps, guidance_scale, eta, decode_batch
         embeds = prompt_embeds if negative_embeds is None else torch.cat([negative_embeds, prompt_embeds])
         self.register_buffer("embeds", embeds.detach(), persistent=False)  # (1 or 2, L, D): [uncond,] cond
+        self.added_keys = tuple(added or ())  # SDXL: pooled text embeddings and size ids, same row layout
+        for k, v in (added or {}).items():
+            self.register_buffer(k, v.detach(), persistent=False)
         self.timesteps, self.alphas, self.sigmas, self.prediction, self.init_scale = path_coefficients(scheduler, steps)
+        # clip_sample (off in latent-diffusion configs): ε̂ is then re-derived from the clipped x̂, as in DDPM's
+        # posterior and DDIM's use_clipped_model_output=True.
         self.clip_sample = scheduler.config.get("clip_sample_range", 1.0) if scheduler.config.get("clip_sample") else None
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if height % factor or width % factor:
@@ -109,12 +115,20 @@ class DiffusersSampler(Sampler):
     def model_output(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """The UNet's raw output at step i, with classifier-free guidance (Ho & Salimans 2022, eq. 6)."""
         b, t = x.shape[0], x.new_tensor(self.timesteps[i])
+        both = self.guidance_scale > 1 and self.embeds.shape[0] == 2
+
+        def rows(c):  # (1 or 2, ...) -> (2B, ...): B unconditional rows then B conditional; or (B, ...) conditional
+            return c.repeat_interleave(b, 0) if both else c[-1:].expand(b, *c.shape[1:])
+
+        kw = {"encoder_hidden_states": rows(self.embeds)}
+        if self.added_keys:
+            kw["added_cond_kwargs"] = {k: rows(getattr(self, k)) for k in self.added_keys}
         xin = x.to(self.unet.dtype)
-        if self.guidance_scale > 1 and self.embeds.shape[0] == 2:
-            ctx = self.embeds.repeat_interleave(b, 0)  # (2B, L, D): B unconditional rows, then B conditional
-            out_u, out_c = self.unet(torch.cat([xin, xin]), t, encoder_hidden_states=ctx)[0].chunk(2)
-            return out_u + self.guidance_scale * (out_c - out_u)
-        return self.unet(xin, t, encoder_hidden_states=self.embeds[-1:].expand(b, -1, -1))[0]
+        out = self.unet(torch.cat([xin, xin]) if both else xin, t, **kw)[0]
+        if not both:
+            return out
+        out_u, out_c = out.chunk(2)
+        return out_u + self.guidance_scale * (out_c - out_u)
 
     def predict_x0(self, x: torch.Tensor, i: int, cond: Any = None) -> torch.Tensor:
         a, s = self.alphas[i], self.sigmas[i]
@@ -164,11 +178,12 @@ class UnrolledDiffusers(UnrolledSampler):
 
 def _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, eta, height, width, dtype, device,
            decode_batch, checkpoint) -> DiffusersSampler:
+    dtype = parse_dtype(dtype)
     pipe = load_pipeline(pipe_or_path, dtype) if isinstance(pipe_or_path, str | os.PathLike) else pipe_or_path
     unet = getattr(pipe, "unet", None)
-    if unet is None or not hasattr(pipe, "encode_prompt") or getattr(pipe, "text_encoder_2", None) is not None:
-        raise RewardsteerError(f"{type(pipe).__name__} is not supported yet: rewardsteer steers UNet pipelines with "
-                               "one text encoder (Stable Diffusion 1.x / 2.x, SD-Turbo)")
+    if unet is None or not hasattr(pipe, "encode_prompt") or unet.config.addition_embed_type not in (None, "text_time"):
+        raise RewardsteerError(f"{type(pipe).__name__} is not supported yet: rewardsteer steers text-to-image UNet "
+                               "pipelines (Stable Diffusion 1.x / 2.x / XL, SD-Turbo, SDXL-Turbo)")
     if device is not None or dtype is not None:
         pipe = pipe.to(device=device, dtype=dtype)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -176,18 +191,24 @@ def _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, eta, he
     width = width or unet.config.sample_size * factor
     cfg = guidance_scale > 1
     with torch.no_grad():  # the prompt is fixed for the whole run: encode it once
-        pe, ne = pipe.encode_prompt(prompt, unet.device, 1, cfg, negative_prompt)
+        enc = pipe.encode_prompt(prompt=prompt, device=unet.device, num_images_per_prompt=1,
+                                 do_classifier_free_guidance=cfg, negative_prompt=negative_prompt)
+    pe, ne, added = enc[0], enc[1], None
+    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled embeddings + (original, crop, target) sizes
+        ids = pe.new_tensor([[height, width, 0, 0, height, width]])
+        added = {"text_embeds": torch.cat([enc[3], enc[2]]) if cfg else enc[2],
+                 "time_ids": torch.cat([ids, ids]) if cfg else ids}
     if checkpoint:  # diffusers' own per-block checkpointing; it is active in eval mode
         for m in (unet, pipe.vae):
             if getattr(m, "_supports_gradient_checkpointing", False):
                 m.enable_gradient_checkpointing()
     return DiffusersSampler(unet, pipe.vae, pipe.scheduler, pe, ne if cfg else None, steps, guidance_scale, eta,
-                            height, width, decode_batch)
+                            height, width, decode_batch, added)
 
 
 def diffusers_sampler(pipe_or_path, prompt: str, *, negative_prompt: str | None = None, guidance_scale: float = 7.5,
                       steps: int = 50, eta: float = 1.0, height: int | None = None, width: int | None = None,
-                      dtype: torch.dtype | None = None, device=None, decode_batch: int | None = None,
+                      dtype: torch.dtype | str | None = None, device=None, decode_batch: int | None = None,
                       checkpoint: bool = False) -> DiffusersSampler:
     """A diffusers pipeline (object, local folder or hub name) as a stochastic `Sampler` for particle
     methods (FK steering, DAS, SVDD). `eta` = 1 is DDPM / Euler-ancestral sampling; see the module notes.
@@ -197,10 +218,11 @@ def diffusers_sampler(pipe_or_path, prompt: str, *, negative_prompt: str | None 
 
 
 def from_diffusers(pipe_or_path, prompt: str, *, negative_prompt: str | None = None, guidance_scale: float = 0.0,
-                   steps: int = 1, height: int | None = None, width: int | None = None, dtype: torch.dtype | None = None,
-                   device=None, decode_batch: int | None = None, checkpoint: bool = False) -> UnrolledSampler:
+                   steps: int = 1, height: int | None = None, width: int | None = None, dtype: torch.dtype | str | None = None,
+                   device=None, decode_batch: int | None = None, checkpoint: bool = False) -> UnrolledDiffusers:
     """A diffusers pipeline as a one-step generator G(z) = decode(deterministic `steps`-step sampler from z),
-    differentiable in z, for best-of-N, search and ReNO (Eyring et al. 2024 steer SD-Turbo with steps=1).
+    differentiable in z, for best-of-N, search and ReNO (Eyring et al. 2024 steer SD-Turbo and SDXL-Turbo with
+    steps=1).
 
     `guidance_scale` 0 suits distilled models (SD-Turbo); `checkpoint=True` recomputes activations in backward:
     per step (UnrolledSampler) and per block inside the UNet and VAE decoder (diffusers' checkpointing).

@@ -25,6 +25,7 @@ class SpecParser:
         self.last: str | None = None
 
     def clip(self, name: str | None, spec: str) -> CLIPFeatures:
+        """The CLIP model `name` (loaded once), or the last one named when `name` is None."""
         name = name or self.last
         if name is None:
             raise RewardsteerError(f"'{spec}' needs a CLIP model: write it as '{spec}@PATH_OR_ID' or put a "
@@ -35,6 +36,7 @@ class SpecParser:
         return self.clips[name]
 
     def reward(self, spec: str) -> Reward:
+        """One reward from one spec (grammar in the module docstring)."""
         head, _, tail = spec.partition(":")
         if head == "clip" and tail:
             if not self.prompt:

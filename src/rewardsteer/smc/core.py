@@ -11,6 +11,7 @@ Weights are kept in float64; a particle with weight 0 carries logw = −inf, nev
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -21,7 +22,7 @@ SCHEMES = ("multinomial", "systematic", "stratified")
 
 def check_smc(particles: int, ess_threshold: float = 0.5, resampling: str = "systematic") -> None:
     """Clear errors for the knobs every particle method shares."""
-    if not isinstance(particles, int) or particles < 1:
+    if not isinstance(particles, numbers.Integral) or particles < 1:
         raise RewardsteerError(f"particles (K) must be a positive integer, got {particles!r}")
     if not 0 < ess_threshold <= 1:
         raise RewardsteerError(f"ess_threshold must lie in (0, 1] (resample when ESS < threshold·K), got {ess_threshold}")

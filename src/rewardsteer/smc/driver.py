@@ -98,6 +98,17 @@ def evaluate(sampler, reward, x: torch.Tensor, i: int, cond: Any, meter: Meter, 
     return out
 
 
+def score_chunks(reward, samples: torch.Tensor, cond: Any, meter: Meter, chunk: int):
+    """r (N,) in float64 and the members {name: (N,)} for decoded samples, `chunk` at a time."""
+    n, rs, mems = samples.shape[0], [], {}
+    for s in range(0, n, chunk):
+        r, mem = score(reward, samples[s:s + chunk], select_cond(cond, slice(s, s + chunk), n), meter)
+        rs.append(r.detach().double())
+        for key, v in mem.items():
+            mems.setdefault(key, []).append(v.detach().float())
+    return torch.cat(rs), {key: torch.cat(v) for key, v in mems.items()}
+
+
 def log_p_over_q(eps: torch.Tensor, std: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """log N(x'; m, s²) − log N(x'; m + s²h, s²) at x' = m + s²h + s·ε, per particle (N,).
 
@@ -146,6 +157,13 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
     trace, initial = [], {}
     bar = tqdm(total=steps, disable=not progress, desc=kernel.name, leave=False)
 
+    def finite_or_dead(r):
+        """A NaN reward kills its particle (weight 0, counted as skipped); the twist sees 0 in its place."""
+        bad = ~torch.isfinite(r)
+        meter.skipped += int(bad.sum())
+        st.dead |= bad
+        return torch.where(bad, torch.zeros_like(r), r)
+
     def record(i, out, x0, r, final=False):
         """Trace row, held-out scores of each slot's current best, callback; True means stop. x0 is (B, K, ...)
         x0-predictions in model space, or at the end (`final`) the decoded samples."""
@@ -178,11 +196,8 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
             grad = out.grad.view_as(st.x) if out.grad is not None else None
             if scored:
                 r = out.r.view(b, k)
-                bad = ~torch.isfinite(r)
-                meter.skipped += int(bad.sum())
-                st.dead |= bad
                 # 2. twist and incremental weight w_i = φ_i / φ_{i−1} (FK: the potential G_i)
-                phi = kernel.twist(i, torch.where(bad, torch.zeros_like(r), r), st.phi, st.carry)
+                phi = kernel.twist(i, finite_or_dead(r), st.phi, st.carry)
                 weights.add(phi - st.phi, st.dead)
                 st.phi = phi
                 out.members = {key: v.view(b, k) for key, v in out.members.items()}
@@ -212,21 +227,11 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
             return reason
         # 5. final reweighting w_T = exp(β·r(x_T)) / φ_last
         samples = sampler.decode(st.x.flatten(0, 1))
-        out = SimpleNamespace(members={})
-        r, members = [], {}
-        for s in range(0, b * k, chunk):
-            rc, mem = score(reward, samples[s:s + chunk], select_cond(cond_flat, slice(s, s + chunk), b * k), meter)
-            r.append(rc.detach().double())
-            for key, v in mem.items():
-                members.setdefault(key, []).append(v.detach().float())
-        r = torch.cat(r).view(b, k)
-        out.members = {key: torch.cat(v).view(b, k) for key, v in members.items()}
-        bad = ~torch.isfinite(r)
-        meter.skipped += int(bad.sum())
-        st.dead |= bad
-        weights.add(kernel.beta * torch.where(bad, torch.zeros_like(r), r) - st.phi, st.dead)
+        r, members = score_chunks(reward, samples, cond_flat, meter, chunk)
+        r, out = r.view(b, k), SimpleNamespace(members={key: v.view(b, k) for key, v in members.items()})
+        weights.add(kernel.beta * finite_or_dead(r) - st.phi, st.dead)
         weights.close()
-        samples = samples.view(b, k, *samples.shape[1:])
+        samples = samples.view(b, k, *samples.shape[1:])  # (B, K, C, H, W) decoded
         st.final = st.last = SimpleNamespace(x0=samples, r=r, members=out.members, decoded=True)
         return "callback" if record(steps, out, samples, r, final=True) else "completed"
 
