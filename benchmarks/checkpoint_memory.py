@@ -19,13 +19,13 @@ import rewardsteer as rs
 from rewardsteer import models
 torch.set_num_threads(2)
 gen = models.unrolled_flow(num_steps={steps}, checkpoint={ckpt})
-reward = models.classifier_reward("mnist-proxy-0")
+reward = models.classifier_reward("mnist-proxy-0", target=7)
 z = gen.sample_noise({n}, torch.Generator().manual_seed(0))
 with torch.no_grad():
-    gen(z, 7)
+    gen(z, None)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-rs.reno(gen, reward, cond=7, noise=z, iters=2, progress=False)
+rs.reno(gen, reward, cond=None, noise=z, iters=2, progress=False)
 seconds = time.perf_counter() - start
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, seconds)
 """

@@ -1,7 +1,8 @@
 """Best-of-N, random search, zero-order search and ReNO at equal NFE per output sample on the bundled task.
 
-Task: steer `mnist-onestep` toward class c with the 5-proxy ensemble (mean log-probability); `mnist-judge`
-is held out. For each NFE budget per output sample, each method produces B outputs per class and seed;
+Task: steer the unconditional `mnist-onestep` (it draws any digit) toward class c with the 5-proxy ensemble
+(mean log-probability of c); `mnist-judge` is held out. For each NFE budget per output sample, each method
+produces B outputs per class and seed;
 reported: proxy score (optimized), judge log-probability and accuracy (held out), backward passes, seconds.
 Usage: python benchmarks/methods.py [--quick] -> benchmarks/results/methods.json, docs/benchmarks/methods.md
 """
@@ -19,8 +20,8 @@ import rewardsteer as rs
 from rewardsteer import models
 
 
-def outputs(method: str, nfe: int, gen, proxies, judge, cls: int, seed: int, b: int) -> rs.Result | list:
-    common = dict(cond=cls, heldout={"judge": judge}, progress=False)
+def outputs(method: str, nfe: int, gen, proxies, judge, seed: int, b: int) -> list:
+    common = dict(cond=None, heldout={"judge": judge}, progress=False)  # unconditional generator
     if method == "best_of_n":  # N = nfe candidates per output, one independent draw per output
         return [rs.best_of_n(gen, proxies, n=nfe, k=1, seed=seed * 1000 + i, **common) for i in range(b)]
     if method == "random_search":
@@ -47,17 +48,18 @@ def main(argv=None):
     if a.quick:
         a.budgets, a.classes, a.seeds, a.per_class = [5], [3], 1, 2
     torch.set_num_threads(2)
-    gen, proxies = models.onestep(), models.proxy_ensemble()
+    gen = models.onestep()
     judge_net = models.classifier("mnist-judge")
-    judge = models.classifier_reward("mnist-judge")
     rows = []
     for nfe in a.budgets:
         for method in ("best_of_n", "random_search", "zero_order_search", "reno"):
             acc = {"proxy": [], "judge_logp": [], "judge_acc": [], "nfe": 0, "backward": 0, "seconds": 0.0, "n": 0}
             for cls in a.classes:
+                proxies = models.proxy_ensemble(target=cls)
+                judge = models.classifier_reward("mnist-judge", target=cls)
                 for seed in range(a.seeds):
                     start = time.perf_counter()
-                    results = outputs(method, nfe, gen, proxies, judge, cls, seed, a.per_class)
+                    results = outputs(method, nfe, gen, proxies, judge, seed, a.per_class)
                     acc["seconds"] += time.perf_counter() - start
                     for r in results:
                         acc["proxy"].append(r.scores)
@@ -92,11 +94,11 @@ def main(argv=None):
 
 DOC = """# Methods at equal NFE (bundled task)
 
-`python benchmarks/methods.py` (results: `benchmarks/results/methods.json`). Task: steer `mnist-onestep`
-toward each of {classes} classes with the 5-proxy ensemble (mean log-probability of the class) as the
-reward, {seeds} seeds × {per_class} outputs per class; `mnist-judge` is held out and never optimized.
-Each output gets the same NFE budget (generator evaluations); ReNO additionally spends one backward pass
-per evaluation but the last, which the table shows, as does wall time.
+`python benchmarks/methods.py` (results: `benchmarks/results/methods.json`). Task: steer the unconditional
+`mnist-onestep` (it draws any digit) toward each of {classes} classes with the 5-proxy ensemble (mean
+log-probability of the class) as the reward, {seeds} seeds × {per_class} outputs per class; `mnist-judge`
+is held out and never optimized. Each output gets the same NFE budget (generator evaluations); ReNO
+additionally spends one backward pass per evaluation but the last, which the table shows, as does wall time.
 
 {table}
 """

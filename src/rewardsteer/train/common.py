@@ -64,6 +64,26 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
+def batches(n: int, batch: int, gen: torch.Generator):
+    """Endless minibatch indices: a fresh permutation from `gen` whenever the current one runs out."""
+    perm, pos = torch.randperm(n, generator=gen), 0
+    while True:
+        if pos + batch > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        yield perm[pos:pos + batch]
+        pos += batch
+
+
+def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt, sched, ema: EMA, clip: float = 1.0) -> None:
+    """Backward, clip the gradient norm, step the optimizer and the schedule, update the EMA."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    sched.step()
+    ema.update(model)
+
+
 def mnist_data_card(source: str, subset: str) -> dict:
     return {"dataset": "MNIST", "source": source, "subset": subset, "license": MNIST_LICENSE}
 

@@ -16,7 +16,7 @@ import torch
 
 from ..data import load_mnist
 from ..nets import UNet
-from .common import EMA, Logger, command_line, mnist_data_card, save_model, seed_everything
+from .common import EMA, Logger, batches, command_line, mnist_data_card, optimizer_step, save_model, seed_everything
 
 
 def train_flow(steps: int, batch: int = 128, lr: float = 1e-3, seed: int = 0, label_dropout: float = 0.1,
@@ -32,24 +32,16 @@ def train_flow(steps: int, batch: int = 128, lr: float = 1e-3, seed: int = 0, la
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     log = Logger(log_path)
-    perm, pos, start = torch.randperm(len(y_all), generator=gen), 0, time.time()
+    next_batch, start = batches(len(y_all), batch, gen), time.time()
     for step in range(steps):
-        if pos + batch > len(perm):
-            perm, pos = torch.randperm(len(y_all), generator=gen), 0
-        idx = perm[pos:pos + batch]
-        pos += batch
+        idx = next(next_batch)
         x, y = x_all[idx], y_all[idx].clone()
         y[torch.rand(batch, generator=gen) < label_dropout] = model.num_classes  # null class
         eps = torch.randn(x.shape, generator=gen)
         t = torch.rand(batch, generator=gen)
         xt = t[:, None, None, None] * x + (1 - t[:, None, None, None]) * eps
         loss = (model(xt, t, y) - (x - eps)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema.update(model)
+        optimizer_step(loss, model, opt, sched, ema)
         if step % 50 == 0 or step == steps - 1:
             log(step=step, loss=round(loss.item(), 5), lr=sched.get_last_lr()[0])
     card = {"kind": "flow", "data": mnist_data_card(data.source, "train 60k"),

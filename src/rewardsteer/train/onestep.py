@@ -17,7 +17,7 @@ import torch
 from ..flow import FlowSampler, OneStepUNet
 from ..hub import WEIGHTS_DIR, load_network
 from ..nets import UNet
-from .common import EMA, Logger, command_line, save_model, seed_everything
+from .common import EMA, Logger, batches, command_line, optimizer_step, save_model, seed_everything
 
 
 @torch.no_grad()
@@ -66,21 +66,13 @@ def main(argv=None):
     ema = EMA(student, 0.995)
     opt = torch.optim.AdamW(student.parameters(), lr=a.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps)))
-    perm, pos = torch.randperm(a.pairs, generator=gen), 0
+    next_batch = batches(a.pairs, a.batch, gen)
     for step in range(a.steps):
-        if pos + a.batch > a.pairs:
-            perm, pos = torch.randperm(a.pairs, generator=gen), 0
-        idx = perm[pos:pos + a.batch]
-        pos += a.batch
+        idx = next(next_batch)
         zb = z[idx]
         pred = zb + g.model(zb, zb.new_zeros(len(idx)), y[idx])
         loss = (pred - x[idx]).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema.update(student)
+        optimizer_step(loss, student, opt, sched, ema)
         if step % 50 == 0 or step == a.steps - 1:
             log(stage="regress", step=step, loss=round(loss.item(), 5))
     card = {"kind": "onestep", "teacher": "mnist-flow",
