@@ -36,10 +36,10 @@ from .rewards import Ensemble
 class Config:
     target: int = 7
     seeds: int = 5
-    bon_pool: int = 2048  # N samples per seed for the best-of-N estimator
+    bon_pool: int = 4096  # N samples per seed for the best-of-N estimator
     calib: int = 512  # unsteered samples for standardization and the sd units
     reno_n: int = 8
-    reno_iters: int = 40
+    reno_iters: int = 50  # ReNO's default
     regs: tuple[float, ...] = (0.0, 0.01)
     bt_pairs: int = 3000
     bt_epochs: int = 8
@@ -143,15 +143,12 @@ def coste_estimator(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int]) -> t
     return ep, eg
 
 
-def best_of_n_curves(generator, family: Family, gold: GoldReward, calib: dict, cfg: Config) -> dict:
-    """Per aggregate: sqrt(KL) grid and per-seed Δgold, Δproxy curves in unsteered-sd units."""
+def best_of_n_curves(pools: list[tuple[torch.Tensor, torch.Tensor]], family: Family, calib: dict, cfg: Config) -> dict:
+    """Per aggregate: sqrt(KL) grid and per-seed Δgold, Δproxy curves in unsteered-sd units, from one pool of
+    (samples, gold scores) per seed; n runs over powers of √2 up to N/4."""
     ns = sorted({max(1, round(2 ** (j / 2))) for j in range(0, 2 * int(math.log2(cfg.bon_pool // 4)) + 1)})
     out = {"n": ns, "sqrt_kl": [math.sqrt(kl_best_of_n(n)) for n in ns], "aggregates": {}}
-    pools = []
-    for s in range(cfg.seeds):
-        x = pool(generator, cfg.bon_pool, cfg.target, 1000 + s, cfg.batch)
-        pools.append((score_all(family.ensemble, x, cfg.target, cfg.batch),
-                      score_all(gold, x, cfg.target, cfg.batch)["gold"]))
+    pools = [(score_all(family.ensemble, x, cfg.target, cfg.batch), g) for x, g in pools]
     for name, t in aggregates(list(family.ensemble.members), cfg.uwo_bon).items():
         sd_p = float(agg.reduce(family.chain(t), calib["members"]).std())
         curves = {"gold": [], "proxy": []}
@@ -200,10 +197,14 @@ def run(generator, judge: torch.nn.Module, classifier_proxies: list[Reward], cfg
     families = {"classifier": Family(classifiers, []),  # log-probs share units: raw
                 "bt": Family(bt, [agg.standardize(agg.calibrate(bt, calib_x, cfg.target))], bt_info)}
     calib = {"gold_sd": float(gold_calib.std())}
+    bon_pools = []  # one pool of N unsteered samples per seed, shared by both families
+    for s in range(cfg.seeds):
+        x = pool(generator, cfg.bon_pool, cfg.target, 1000 + s, cfg.batch)
+        bon_pools.append((x, score_all(gold, x, cfg.target, cfg.batch)["gold"]))
     for fam_name, family in families.items():
         calib["members"] = score_all(family.ensemble, calib_x, cfg.target, cfg.batch)
         log(stage="best_of_n", family=fam_name, seconds=round(time.time() - start, 1))
-        bon = best_of_n_curves(generator, family, gold, calib, cfg)
+        bon = best_of_n_curves(bon_pools, family, calib, cfg)
         log(stage="reno", family=fam_name, seconds=round(time.time() - start, 1))
         results["families"][fam_name] = {"info": family.info, "best_of_n": bon,
                                          "reno": reno_curves(generator, family, gold, calib, cfg)}

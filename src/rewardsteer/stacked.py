@@ -4,10 +4,10 @@ k networks with identical parameter shapes are stacked along a new leading dim (
 and run by vmap over a functional call, so k small convolutions become one batched call instead of k Python
 round trips. Gradients flow to the samples as in the loop (ReNO backpropagates through the ensemble).
 
-Measured on CPU (benchmarks/ensemble_speed.py, 1 thread, k = 5 `mnist-proxy`-size CNNs): the stacked call wins
-only at small batches, where per-op overhead dominates; at batch ≥ 16 vmap's grouped convolutions are slower
-than the loop. Eval-mode BatchNorm is folded into the preceding convolution before stacking, since vmap's
-BatchNorm rule decomposes into several extra ops.
+Measured on CPU (docs/benchmarks/ensemble_speed.md, 1 thread, k = 5 `mnist-proxy`-size CNNs): 1.2–1.5× over
+the loop with gradients at batches ≤ 16, parity or worse forward-only and at batch 64, where the loop is
+compute-bound and vmap's grouped convolutions cost more than the overhead they save. Eval-mode BatchNorm is
+folded into the preceding convolution before stacking, since vmap's BatchNorm rule adds several ops.
 """
 
 from __future__ import annotations
