@@ -7,6 +7,7 @@ the batch, or a tensor with one row per sample (see `select_cond`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,29 @@ class Sampler(torch.nn.Module):
         device = device or (ref.device if ref is not None else "cpu")
         dtype = dtype or (ref.dtype if ref is not None else torch.float32)
         return torch.randn((n, *self.state_shape), generator=generator, device=generator.device).to(device, dtype)
+
+    def sample(self, noise: torch.Tensor, cond: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Run every step from `noise` (x_0) and decode; fresh step noise comes from `generator` wherever a
+        step's std is > 0 (so a deterministic sampler needs no generator)."""
+        x = noise
+        for i in range(self.num_steps):
+            out = self.step(x, i, cond, None)
+            x = out.mean
+            if bool((out.std > 0).any()):
+                x = x + out.std * torch.randn(x.shape, generator=generator, device=generator.device).to(x)
+        return self.decode(x)
+
+
+def ddim_posterior(a_t: float, s_t: float, a_s: float, s_s: float, eta: float) -> tuple[float, float, float]:
+    """(c_x0, c_eps, std) of the step x_t -> x_s ~ N(c_x0·x̂ + c_eps·ε̂, std²) on a Gaussian path x = α·x̂ + σ·ε.
+
+    DDIM (Song et al. 2021) eq. 12 with eq. 16's std = η·σ_s·√(1 − (α_t σ_s / (α_s σ_t))²): η = 0 is the
+    deterministic DDIM / probability-flow step, η = 1 the DDPM posterior q(x_s | x_t, x̂) (Ho et al. 2020);
+    every η keeps the path's marginals when x̂ is exact.
+    """
+    ratio = (a_t * s_s) / (a_s * s_t)
+    std = eta * s_s * math.sqrt(max(0.0, 1 - ratio**2))
+    return a_s, math.sqrt(max(s_s**2 - std**2, 0.0)), std
 
 
 class RewardError(RewardsteerError):

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .core import OneStepGenerator, Sampler
+from .core import OneStepGenerator, Sampler, ddim_posterior
 from .nets import UNet
 
 NULL_CLASS = 10  # the label-dropout class: "any digit"
@@ -65,26 +65,12 @@ class FlowSampler(Sampler):
 
     def transition(self, x, i, x0_pred):
         t, s = self.time(i), self.time(i + 1)
-        a_t, sig_t, a_s, sig_s = t, 1 - t, s, 1 - s
-        eps = (x - a_t * x0_pred) / sig_t
-        # DDIM eq. 16 with η: std² = η²·σ_s²·(1 − (α_t σ_s / (α_s σ_t))²), the DDPM posterior variance at η = 1.
-        ratio = (a_t * sig_s) / (a_s * sig_t)
-        std = self.eta * sig_s * max(0.0, 1 - ratio**2) ** 0.5
-        mean = a_s * x0_pred + max(sig_s**2 - std**2, 0.0) ** 0.5 * eps  # DDIM eq. 12
-        return mean, x.new_tensor(std)
+        eps = (x - t * x0_pred) / (1 - t)  # ε̂ implied by the x0-prediction
+        c_x0, c_eps, std = ddim_posterior(t, 1 - t, s, 1 - s, self.eta)
+        return c_x0 * x0_pred + c_eps * eps, x.new_tensor(std)
 
     def decode(self, x):
         return ((x.clamp(-1, 1) + 1) / 2).to(x.dtype)
-
-    def sample(self, noise: torch.Tensor, cond: Any, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Run every step from `noise`; fresh step noise comes from `generator` (needed when eta > 0)."""
-        x = noise
-        for i in range(self.num_steps):
-            step_noise = None
-            if self.eta > 0 and i < self.num_steps - 1:
-                step_noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x)
-            x = self.step(x, i, cond, step_noise).x_next
-        return self.decode(x)
 
 
 class OneStepUNet(OneStepGenerator):

@@ -22,13 +22,12 @@ marginals and, at η = 0, is the flow's deterministic Euler sampler.
 from __future__ import annotations
 
 import copy
-import math
 import os
 from typing import Any
 
 import torch
 
-from ..core import Sampler
+from ..core import Sampler, ddim_posterior
 from ..errors import RewardsteerError
 from ..flow import UnrolledSampler
 from .loading import load_pipeline, parse_dtype
@@ -101,12 +100,8 @@ class DiffusersSampler(Sampler):
             raise RewardsteerError(f"height and width must be multiples of {factor}; got {height}x{width}")
         self.state_shape = (unet.config.in_channels, height // factor, width // factor)
         # Per-step DDIM posterior coefficients (module notation), in float64 once rather than per call.
-        self.coef = []
-        for i in range(steps):
-            a_t, s_t, a_s, s_s = self.alphas[i], self.sigmas[i], self.alphas[i + 1], self.sigmas[i + 1]
-            ratio = (a_t * s_s) / (a_s * s_t)
-            std = eta * s_s * math.sqrt(max(0.0, 1 - ratio**2))
-            self.coef.append((a_s, math.sqrt(max(s_s**2 - std**2, 0.0)), std))
+        self.coef = [ddim_posterior(self.alphas[i], self.sigmas[i], self.alphas[i + 1], self.sigmas[i + 1], eta)
+                     for i in range(steps)]
 
     def sample_noise(self, n: int, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
         """x_0: standard normal times diffusers' initial noise scale (`init_scale`, 1 except Euler "trailing")."""
@@ -157,16 +152,6 @@ class DiffusersSampler(Sampler):
         chunks = lat.split(self.decode_batch or lat.shape[0])
         img = torch.cat([self.vae.decode(c)[0] for c in chunks])
         return (img / 2 + 0.5).clamp(0, 1).to(x.dtype)
-
-    def sample(self, noise: torch.Tensor, cond: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Every step from `noise`; the step noise comes from `generator` (needed when eta > 0)."""
-        x = noise
-        for i in range(self.num_steps):
-            z = None
-            if self.coef[i][2] > 0:
-                z = torch.randn(x.shape, generator=generator, device=generator.device).to(x)
-            x = self.step(x, i, cond, z).x_next
-        return self.decode(x)
 
 
 class UnrolledDiffusers(UnrolledSampler):
