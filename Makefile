@@ -32,7 +32,7 @@ lint: $(DEV_STAMP)
 test: lint
 	$(PY) -m pytest -q
 
-# Retrain the bundled models (about 90 minutes on 2 CPU cores), then re-measure their cards.
+# Retrain the bundled models (about 2 hours on 2 CPU cores, docs/models.md), then re-measure their cards.
 train: $(DEV_STAMP)
 	$(PY) -m rewardsteer.train.classifiers
 	$(PY) -m rewardsteer.train.flow
