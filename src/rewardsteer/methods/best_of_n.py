@@ -30,7 +30,7 @@ class TopK:
     def __init__(self, k: int):
         self.k, self.scores = k, None
 
-    def update(self, scores, samples, noises, members: dict, cond: Any, n_total: int) -> None:
+    def update(self, scores, samples, noises, members: dict) -> None:
         scores = finite_or_neg_inf(scores)
         if self.scores is not None:
             scores = torch.cat([self.scores, scores])
@@ -69,7 +69,7 @@ def best_of_n(generator, reward, *, cond: Any = None, n: int = 16, k: int = 1, b
             if not initial:
                 first = slice(0, min(k, m))
                 initial.update(samples=x[first], scores=obj[first], heldout=score_heldout(heldout, x[first], cond, meter))
-            top.update(obj, x, z, members, cond, n)
+            top.update(obj, x, z, members)
             top.heldout = score_heldout(heldout, top.samples, cond, meter)
             drawn += m
             trace.append(trace_entry(len(trace), meter, obj, members, top.heldout, best=top.scores, drawn=drawn))
