@@ -34,3 +34,13 @@ def test_checkpoint_memory_quick(tmp_path):
     load("checkpoint_memory").main(["--quick", "--out", str(out)])
     rows = json.loads(out.read_text())
     assert [r["checkpoint"] for r in rows] == [False, True] and "memory_saved_mb" in rows[1]
+
+
+def test_ensemble_speed_quick(tmp_path):
+    out = tmp_path / "ens.json"
+    load("ensemble_speed").main(["--quick", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert [r["backward"] for r in result["rows"]] == [False, True]
+    assert all(r["speedup_wide"] > 0 and r["speedup_vmap"] > 0 for r in result["rows"])
+    assert {r["path"] for r in result["profile"]} == {"loop", "wide", "vmap"}
+    assert all(r["conv_ms"] > 0 for r in result["profile"])

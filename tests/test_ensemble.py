@@ -127,22 +127,70 @@ def classifiers(k=5, width=8, seed=0):
 def test_vectorized_members_equal_the_loop_with_gradients():
     members = classifiers()
     fast, slow = Ensemble(members, agg.uwo(0.1), vectorize=True), Ensemble(members, agg.uwo(0.1), vectorize=False)
-    x = torch.rand(6, 1, 28, 28, requires_grad=True)
-    cond = torch.tensor([0, 1, 2, 3, 4, 5])
+    x = torch.rand(11, 1, 28, 28, requires_grad=True)  # 11 > the stack's chunk of 8: two chunks
+    cond = torch.arange(11) % 10
     (a, ma), (b, mb) = fast.evaluate(x, cond), slow.evaluate(x, cond)
-    assert fast._stacks and len(fast._stacks[0][0]) == 5  # really one stacked group of 5
+    names, stack = fast._stacks[0]
+    assert len(names) == 5 and stack.wide is not None  # one wide network of 5 (11 samples: in chunks)
     for k in ma:
         torch.testing.assert_close(ma[k], mb[k], atol=1e-5, rtol=1e-5)
     ga, = torch.autograd.grad(a.sum(), x)
     gb, = torch.autograd.grad(b.sum(), x)
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
-    auto = Ensemble(members, agg.uwo(0.1))  # "auto": the loop without gradients or above AUTO_MAX_BATCH
-    big = torch.rand(Ensemble.AUTO_MAX_BATCH + 1, 1, 28, 28, requires_grad=True)
-    torch.testing.assert_close(auto(big, 1), slow(big, 1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(auto(x.detach(), 1), slow(x.detach(), 1), atol=1e-5, rtol=1e-5)
-    assert auto._stacks is None
-    auto(x, 1)
-    assert auto._stacks is not None
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, 3), slow(x, 3), atol=1e-5, rtol=1e-5)
+
+
+def _mlp():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.GELU(), torch.nn.Linear(32, 3))
+
+
+def _strided_cnn():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, stride=2, bias=False), torch.nn.SiLU(), torch.nn.Conv2d(4, 6, 3, padding=2, dilation=2),
+        torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(6 * 6 * 6, 2))
+
+
+@pytest.mark.parametrize("make", [_mlp, _strided_cnn], ids=["mlp", "strided_cnn"])
+def test_wide_network_matches_each_member_with_gradients(make):
+    from rewardsteer.stacked import StackedNets
+
+    torch.manual_seed(0)
+    nets = [make().eval().requires_grad_(False) for _ in range(3)]
+    stack = StackedNets(nets)
+    assert stack.wide is not None
+    x = torch.rand(10, 1, 28, 28, requires_grad=True)
+    x0 = x.detach().clone()
+    out, ref = stack(x), torch.stack([n(x) for n in nets])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g_out, = torch.autograd.grad(out.square().sum(), x)
+    g_ref, = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(g_out, g_ref, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(stack(x), ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(x.detach(), x0)  # in-place activations never touch the caller's input
+
+
+class Normed(torch.nn.Module):
+    """A net with layers the wide-network tracer does not handle (LayerNorm, torch.tanh): must use vmap."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin, self.norm = torch.nn.Linear(784, 10), torch.nn.LayerNorm(10)
+
+    def forward(self, x):
+        return torch.tanh(self.norm(self.lin(x.flatten(1))))
+
+
+def test_untraceable_members_fall_back_to_vmap():
+    from rewardsteer.stacked import StackedNets
+
+    nets = [Normed(i).eval() for i in range(3)]
+    stack = StackedNets(nets)
+    x = torch.rand(4, 1, 28, 28)
+    assert stack.wide is None
+    torch.testing.assert_close(stack(x), torch.stack([n(x) for n in nets]), atol=1e-5, rtol=1e-5)
 
 
 def test_weighted_sum_and_proxy_style_ensemble_keep_their_api(brightness):

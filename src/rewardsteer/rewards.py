@@ -38,15 +38,12 @@ class Ensemble(Reward):
 
     Member scores stay separate for monitors and diagnostics (each method's Result keeps them). Members that
     wrap networks of one architecture (`ClassifierReward`, `BTReward`) can be evaluated in one vectorized call
-    (`stacked.StackedNets`; weights are stacked on first use, so later in-place changes to them are not seen).
-    `vectorize`: True, False, or "auto" = only when gradients flow to the samples (ReNO) and the batch has at
-    most `AUTO_MAX_BATCH` samples: the case where it measured faster on CPU (docs/benchmarks/ensemble_speed.md).
+    (`stacked.StackedNets`, `vectorize=True`, the default; weights are stacked on first use, so later in-place
+    changes to them are not seen). Measured speedups over the loop: docs/benchmarks/ensemble_speed.md.
     """
 
-    AUTO_MAX_BATCH = 16
-
     def __init__(self, members: Mapping[str, Reward] | list[Reward], transform: Transform | None = None,
-                 name: str = "ensemble", vectorize: bool | str = "auto"):
+                 name: str = "ensemble", vectorize: bool = True):
         if not isinstance(members, Mapping):
             named = {r.name: r for r in members}
             if len(named) != len(members):
@@ -61,7 +58,7 @@ class Ensemble(Reward):
         self._stacks = None
 
     def member_scores(self, samples, cond=None):
-        if not self.vectorize or (self.vectorize == "auto" and not _auto_stack(samples, self.AUTO_MAX_BATCH)):
+        if not self.vectorize:
             return {name: r(samples, cond) for name, r in self.members.items()}
         if self._stacks is None:
             self._stacks = stack_members(self.members)
@@ -87,10 +84,6 @@ class Ensemble(Reward):
         ens.__dict__.update(other.__dict__)
         ens.transform, ens.name = transform, name
         return ens
-
-
-def _auto_stack(samples: torch.Tensor, max_batch: int) -> bool:
-    return samples.shape[0] <= max_batch and torch.is_grad_enabled() and samples.requires_grad
 
 
 class WeightedSum(Ensemble):
