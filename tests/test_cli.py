@@ -38,6 +38,16 @@ def test_help_explains_itself(run_cli):
     assert out.returncode == 0 and "reward" in out.stdout and "run" in out.stdout and "models" in out.stdout
 
 
+def test_run_help_sorts_every_option_under_a_heading(run_cli):
+    from rewardsteer.cli import RunCommand, run
+
+    out = run_cli("run", "--help")
+    assert out.returncode == 0 and "Other options" not in out.stdout  # a new option must be given a section
+    assert all(f"{title}:" in out.stdout for title in RunCommand.sections)
+    listed = [n for names in RunCommand.sections.values() for n in names]
+    assert sorted(listed) == sorted([p.name for p in run.params] + ["help"])  # each exactly once
+
+
 def test_models_lists_cards(run_cli):
     out = run_cli("models")
     assert out.returncode == 0

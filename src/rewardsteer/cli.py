@@ -10,6 +10,40 @@ import click
 from .errors import RewardsteerError
 
 
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options under headings; unlisted options go under "Other options"."""
+
+    sections: dict[str, tuple[str, ...]] = {}
+
+    def format_options(self, ctx, formatter):
+        help_option = self.get_help_option(ctx)  # named differently across click versions: call it "help"
+        records = {"help" if p is help_option else p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        listed = {name for names in self.sections.values() for name in names}
+        groups = [(title, names) for title, names in self.sections.items()]
+        groups.append(("Other options", tuple(n for n in records if n not in listed)))
+        for title, names in groups:
+            rows = [records[n] for n in names if records.get(n)]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class RunCommand(SectionedCommand):
+    sections = {
+        "Generator and task": ("model", "steps", "target", "condition"),
+        "Rewards": ("rewards", "heldouts", "aggregate", "standardize"),
+        "Method": ("method", "n", "iters", "candidates", "seed"),
+        "ReNO (noise optimization)": ("reg", "lr", "optimizer"),
+        "Particle methods (fk, das, svdd, trajectory_best_of_n)": (
+            "particles", "potential", "lam", "alpha", "interval", "ess_threshold", "resampling"),
+        "Budget (stop when any is spent)": ("max_nfe", "max_backward", "max_reward_calls", "max_seconds"),
+        "Diffusers pipeline (instead of --model)": (
+            "pipeline", "prompt", "negative_prompt", "guidance_scale", "height", "width", "dtype", "device",
+            "checkpoint"),
+        "Output": ("out", "progress", "help"),
+    }
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rewardsteer")
 def cli():
@@ -48,7 +82,7 @@ PARTICLE_METHODS = {"fk": "fk_steering", "das": "das", "svdd": "svdd", "trajecto
 METHOD_CHOICES += list(PARTICLE_METHODS)
 
 
-@cli.command()
+@cli.command(cls=RunCommand)
 @click.option("--model", default="mnist-onestep", show_default=True, help="mnist-onestep or mnist-flow")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
               help="ODE steps when --model mnist-flow (unrolled, checkpointed)")
