@@ -37,8 +37,8 @@ ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv, operat
 
 class StackedNets:
     """k same-architecture modules as one: `forward(x) -> (k, B, ...)`, each module's output on the same x.
-    `chunk`: samples per call (default: 4 without gradients, 8 with). `wide=False` forces the torch.func
-    (vmap) route, which the benchmark compares against."""
+    `chunk`: samples per call (default on CPU: 4 without gradients, 8 with; elsewhere the whole batch).
+    `wide=False` forces the torch.func (vmap) route, which the benchmark compares against."""
 
     def __init__(self, nets: list[torch.nn.Module], chunk: int | None = None, wide: bool = True):
         if len({_signature(n) for n in nets}) != 1:
@@ -50,7 +50,8 @@ class StackedNets:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         chunk = self.chunk or (8 if torch.is_grad_enabled() else 4)
-        if self.wide is None or x.shape[0] <= chunk:
+        if self.wide is None or x.shape[0] <= chunk or (self.chunk is None and x.device.type != "cpu"):
+            # chunks keep the wide activations in a CPU's cache; a GPU wants the whole batch in one call
             return self.call(x)
         return torch.cat([self.call(part) for part in x.split(chunk)], dim=1)
 
