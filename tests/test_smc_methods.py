@@ -110,5 +110,8 @@ def test_benchmark_quick_mode_writes_table_plot_and_verdict(tmp_path):
     assert "| 2 | fk_max |" in text and "FK beats best-of-N on the held-out judge at" in text
     assert "DAS beats best-of-N on the proxy reward at" in text
     assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "SVDD beats best-of-N on the held-out judge at" in text
     rows = json.loads((tmp_path / "p.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"best_of_n", "fk_max", "das", "svdd"}
+    bench["main"](["--render", str(tmp_path / "p.json"), "--doc", str(tmp_path / "again.md")])  # report only
+    assert (tmp_path / "again.md").read_text().replace("again.png", "p.png") == text
