@@ -151,7 +151,21 @@ def _strided_cnn():
         torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(6 * 6 * 6, 2))
 
 
-@pytest.mark.parametrize("make", [_mlp, _strided_cnn], ids=["mlp", "strided_cnn"])
+class Residual(torch.nn.Module):
+    """conv → conv with a skip connection: arithmetic between two stacked activations."""
+
+    def __init__(self, skip_from_input: bool = False):
+        super().__init__()
+        self.skip_from_input = skip_from_input  # x + conv(x): stacked + shared, a layout the wide net refuses
+        self.a, self.b = torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 2))
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.head((x if self.skip_from_input else h) + self.b(h))
+
+
+@pytest.mark.parametrize("make", [_mlp, _strided_cnn, Residual], ids=["mlp", "strided_cnn", "residual"])
 def test_wide_network_matches_each_member_with_gradients(make):
     from rewardsteer.stacked import StackedNets
 
@@ -169,6 +183,19 @@ def test_wide_network_matches_each_member_with_gradients(make):
     with torch.no_grad():
         torch.testing.assert_close(stack(x), ref, atol=1e-5, rtol=1e-5)
     assert torch.equal(x.detach(), x0)  # in-place activations never touch the caller's input
+    assert stack.wide is not None  # the wide network ran every call (no fallback to vmap)
+
+
+def test_a_layout_the_wide_network_cannot_follow_falls_back_to_vmap_on_first_call():
+    from rewardsteer.stacked import StackedNets
+
+    torch.manual_seed(0)
+    nets = [Residual(skip_from_input=True).eval().requires_grad_(False) for _ in range(3)]
+    stack = StackedNets(nets)
+    assert stack.wide is not None  # traceable, every layer known: only running it finds the mixed layouts
+    x = torch.rand(5, 1, 28, 28)
+    torch.testing.assert_close(stack(x), torch.stack([n(x) for n in nets]), atol=1e-5, rtol=1e-5)
+    assert stack.wide is None
 
 
 class Normed(torch.nn.Module):

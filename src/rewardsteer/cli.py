@@ -19,7 +19,7 @@ class SectionedCommand(click.Command):
         help_option = self.get_help_option(ctx)  # named differently across click versions: call it "help"
         records = {"help" if p is help_option else p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
         listed = {name for names in self.sections.values() for name in names}
-        groups = [(title, names) for title, names in self.sections.items()]
+        groups = list(self.sections.items())
         groups.append(("Other options", tuple(n for n in records if n not in listed)))
         for title, names in groups:
             rows = [records[n] for n in names if records.get(n)]

@@ -8,8 +8,9 @@ channels at once, and linear layers are batched matmuls over the member dim. The
 chunks (4 samples forward-only, 8 when a graph is recorded: the best of 2/4/8 measured on CPU) so the
 k-times-wider activations stay in cache. Eval-mode BatchNorm is folded into the preceding convolution first.
 
-Networks with a layer this does not know (or in training mode) fall back to torch.func: stack_module_state +
-vmap over functional_call. Measured speedups over a Python loop: docs/benchmarks/ensemble_speed.md.
+Networks with a layer this does not know, a layout it cannot follow (found on the first call), or in
+training mode fall back to torch.func: stack_module_state + vmap over functional_call. Measured speedups
+over a Python loop: docs/benchmarks/ensemble_speed.md.
 Gradients flow to the samples as in the loop (ReNO backpropagates through the ensemble).
 """
 
@@ -43,42 +44,48 @@ class StackedNets:
     def __init__(self, nets: list[torch.nn.Module], chunk: int | None = None, wide: bool = True):
         if len({_signature(n) for n in nets}) != 1:
             raise ValueError("StackedNets needs modules of one architecture and training mode")
-        nets = [fold_batchnorm(n) for n in nets]
-        self.k, self.chunk = len(nets), chunk
-        self.wide = _wide_network(nets) if wide and not nets[0].training else None
-        self.call = self.wide or _vmapped(nets)
+        self.nets, self.chunk = [fold_batchnorm(n) for n in nets], chunk
+        self.wide = _wide_network(self.nets) if wide and not self.nets[0].training else None
+        self.call = self.wide or _vmapped(self.nets)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        chunk = self.chunk or (8 if torch.is_grad_enabled() else 4)
-        if self.wide is None or x.shape[0] <= chunk or (self.chunk is None and x.device.type != "cpu"):
-            # chunks keep the wide activations in a CPU's cache; a GPU wants the whole batch in one call
+        if self.wide is None:
             return self.call(x)
-        return torch.cat([self.call(part) for part in x.split(chunk)], dim=1)
+        try:
+            return self._wide_in_chunks(x)
+        except _Unsupported:  # a layout the wide network cannot follow: vmap from now on
+            self.wide, self.call = None, _vmapped(self.nets)
+            return self.call(x)
+
+    def _wide_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
+        chunk = self.chunk or (8 if torch.is_grad_enabled() else 4)
+        if x.shape[0] <= chunk or (self.chunk is None and x.device.type != "cpu"):
+            # chunks keep the wide activations in a CPU's cache; a GPU wants the whole batch in one call
+            return self.wide(x)
+        return torch.cat([self.wide(part) for part in x.split(chunk)], dim=1)
 
 
-class _Shared:
+class _Value:
+    """A traced value and how the k members' copies of it are laid out (the subclass)."""
+
+    def __init__(self, tensor):
+        self.t = tensor
+
+
+class _Shared(_Value):
     """A value every member sees identically (the input and what is computed from it before any weight)."""
 
-    def __init__(self, tensor):
-        self.t = tensor
 
-
-class _Channels:
+class _Channels(_Value):
     """k members' (B, C, H, W) activations side by side as one (B, k·C, H, W) tensor."""
 
-    def __init__(self, tensor):
-        self.t = tensor
 
-
-class _Leading:
+class _Leading(_Value):
     """k members' (B, F) activations as one (k, B, F) tensor."""
-
-    def __init__(self, tensor):
-        self.t = tensor
 
 
 class _Unsupported(Exception):
-    pass
+    """A layer or a layout the wide network does not handle: StackedNets falls back to vmap."""
 
 
 def _wide_network(nets: list[nn.Module]) -> Callable | None:
@@ -160,7 +167,7 @@ def _conv(mods: list[nn.Conv2d], k: int) -> Callable:
         if isinstance(v, _Channels):
             return _Channels(F.conv2d(v.t, weight, bias, m.stride, m.padding, m.dilation, groups=k))
         if not isinstance(v, _Shared) or v.t.dim() != 4:
-            raise RuntimeError("stacked conv got an unexpected input")
+            raise _Unsupported("convolution of a flattened value")
         # The shared input: one im2col GEMM for all k·C_out channels; its (B·H·W, k·C_out) result already is
         # the channels-last layout the grouped convolutions after it want.
         x = v.t
@@ -187,20 +194,18 @@ def _linear(mods: list[nn.Linear], k: int) -> Callable:
             return _Leading(out.view(v.t.shape[0], k, -1).transpose(0, 1))
         if isinstance(v, _Leading) and v.t.dim() == 3:
             return _Leading(torch.baddbmm(bias[:, None], v.t, weight))
-        raise RuntimeError("stacked linear got an unexpected input")
+        raise _Unsupported("linear layer on an unflattened stacked value")
 
     return linear
 
 
 def _arithmetic(op, args: list) -> Any:
-    """Elementwise arithmetic: on shared values and Python numbers only (a stacked operand would need its
-    partner laid out alike, which traced reward nets do not do after their input normalization)."""
-    if any(isinstance(a, (_Channels, _Leading)) for a in args):
-        if all(not isinstance(a, torch.Tensor | _Shared) for a in args):
-            kind = next(type(a) for a in args if isinstance(a, (_Channels, _Leading)))
-            return kind(op(*[a.t if isinstance(a, (_Channels, _Leading)) else a for a in args]))
-        raise RuntimeError("stacked arithmetic between stacked and shared tensors is not supported")
-    return _Shared(op(*[a.t if isinstance(a, _Shared) else a for a in args]))
+    """Elementwise arithmetic among values of one layout and Python numbers (e.g. input normalization, or a
+    residual sum of two stacked activations); mixing layouts, e.g. stacked + shared, is _Unsupported."""
+    kinds = {type(a) for a in args if isinstance(a, _Value)}
+    if len(kinds) != 1 or any(isinstance(a, torch.Tensor) for a in args):
+        raise _Unsupported("arithmetic across layouts")
+    return kinds.pop()(op(*[a.t if isinstance(a, _Value) else a for a in args]))
 
 
 def _to_members(v, k: int, batch: int) -> torch.Tensor:
@@ -212,7 +217,7 @@ def _to_members(v, k: int, batch: int) -> torch.Tensor:
         return t.reshape(batch, k, t.shape[1] // k, *t.shape[2:]).transpose(0, 1)
     if isinstance(v, _Shared):
         return v.t.expand(k, *v.t.shape)
-    raise RuntimeError(f"stacked network output of type {type(v).__name__}")
+    raise _Unsupported(f"network output of type {type(v).__name__}")
 
 
 def _vmapped(nets: list[nn.Module]) -> Callable:
