@@ -26,6 +26,12 @@ from .core import Reward
 MONITOR_ONLY_PREFIX = "diversity"
 
 
+def alarm_watched(name: str) -> bool:
+    """Held-out columns the alarm reads: scores, not diversity (reported only) nor the judges' 0/1 hits
+    (`NAME/acc`, `judges_agree`: reported in the summary; their log-probabilities are watched instead)."""
+    return not (name.startswith(MONITOR_ONLY_PREFIX) or name.endswith("/acc") or name == "judges_agree")
+
+
 def kl_best_of_n(n: float) -> float:
     """KL(best-of-n ‖ base) = log n − (n − 1)/n (Stiennon et al. 2020; used by Gao et al. 2023, Coste et al. 2024)."""
     return math.log(n) - (n - 1) / n
@@ -70,7 +76,7 @@ def check(trace: list[dict], config: dict | None = None, window: int = 5, min_co
     if window < 3:
         raise ValueError(f"window must be at least 3 rows, got {window}")
     key = objective_key(trace)
-    names = [k for k in (trace[0]["heldout"] if trace else {}) if not k.startswith(MONITOR_ONLY_PREFIX)]
+    names = [k for k in (trace[0]["heldout"] if trace else {}) if alarm_watched(k)]
     for end in range(window, len(trace) + 1):
         rows = trace[end - window:end]
         obj = [r[key] for r in rows]

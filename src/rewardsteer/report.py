@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .monitor import monitor_lines
-from .result import Result
+from .monitor import alarm_watched, monitor_lines
+from .result import JUDGES_AGREE, Result
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 2, scale: int = 2) -> Image.Image:
@@ -47,7 +47,11 @@ def plot_trace(result: Result, path: Path) -> Path:
     key = "best" if result.trace and "best" in result.trace[0] else "score"
     ax.plot(nfe, [row[key] for row in result.trace], "-", label=f"objective ({key})")
     for name in result.heldout_scores:
-        ax.plot(nfe, [row["heldout"][name] for row in result.trace], "--", label=f"held-out {name}")
+        if alarm_watched(name):
+            ax.plot(nfe, [row["heldout"][name] for row in result.trace], "--", label=f"held-out {name}")
+    if result.trace and JUDGES_AGREE in result.trace[0]["heldout"]:
+        ax.plot(nfe, [row["heldout"][JUDGES_AGREE] for row in result.trace], ":", color="black",
+                label="judges agree (fraction)")
     ax.set_xlabel("NFE (generator evaluations)")
     ax.set_ylabel("score (mean over samples)")
     ax.set_title(f"{result.method}: {result.stopped}")
@@ -67,8 +71,13 @@ def summary_lines(result: Result) -> list[str]:
     s = result.summary()
     sp = s["spent"]
     lines = [f"score ({result.method}, {s['stopped']}): {s['score'][0]:.3f} -> {s['score'][1]:.3f}"]
-    held = ", ".join(f"{k}: {a:.3f} -> {b:.3f}" for k, (a, b) in s["heldout"].items()) or "none"
+    held = ", ".join(f"{k}: {a:.3f} -> {b:.3f}" for k, (a, b) in s["heldout"].items()
+                     if not k.startswith("diversity")) or "none"
     lines.append(f"held-out {held}")
+    if "judges" in s:
+        accs = ", ".join(f"{k} {a:.0%} -> {b:.0%}" for k, (a, b) in s["judges"].items())
+        a, b = s["judges_agree"]
+        lines.append(f"judges (target class): {accs}; all agree {a:.0%} -> {b:.0%}")
     lines.append(f"cost: {sp['nfe']} NFE, {sp['backward']} backward, {sp['reward_calls']} reward calls, "
                  f"{sp['seconds']:.1f} s, peak memory {sp['peak_memory_mb']:.0f} MB, {sp['skipped']} skipped")
     lines.extend(monitor_lines(result.overoptimization))

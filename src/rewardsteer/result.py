@@ -14,6 +14,8 @@ from safetensors.torch import save_file
 from .hub import load_safetensors
 from .monitor import check
 
+JUDGE_HIT_SUFFIX, JUDGES_AGREE = "/acc", "judges_agree"  # written by methods.common.score_heldout
+
 
 @dataclass
 class Result:
@@ -53,10 +55,15 @@ class Result:
         """Initial -> final mean objective and held-out scores, and the cost: what the CLI prints."""
         def mean(t):
             return float(t.float().mean()) if t.numel() else float("nan")
-        return {"method": self.method, "stopped": self.stopped,
-                "score": [mean(self.initial_scores), mean(self.scores)],
-                "heldout": {k: [mean(self.initial_heldout[k]), mean(v)] for k, v in self.heldout_scores.items()},
-                "spent": self.spent, "overoptimization_alarm": self.overoptimization["alarm"]}
+        before_after = {k: [mean(self.initial_heldout[k]), mean(v)] for k, v in self.heldout_scores.items()}
+        judges = {k[:-len(JUDGE_HIT_SUFFIX)]: v for k, v in before_after.items() if k.endswith(JUDGE_HIT_SUFFIX)}
+        out = {"method": self.method, "stopped": self.stopped,
+               "score": [mean(self.initial_scores), mean(self.scores)],
+               "heldout": {k: v for k, v in before_after.items() if k != JUDGES_AGREE and not k.endswith(JUDGE_HIT_SUFFIX)},
+               "spent": self.spent, "overoptimization_alarm": self.overoptimization["alarm"]}
+        if judges:  # each judge's accuracy on the target, and the fraction every judge assigns to it
+            out.update(judges=judges, judges_agree=before_after[JUDGES_AGREE])
+        return out
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)

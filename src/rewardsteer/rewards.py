@@ -21,16 +21,34 @@ class ClassifierReward(Reward):
         self.net, self.name, self.target, self.differentiable = net, name, target, True
 
     def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        self.check_input(samples)
         return self.from_output(self.net(samples), samples, cond)
 
-    def from_output(self, logits: torch.Tensor, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """The score from the network's output (lets an ensemble run many nets in one vectorized call)."""
+    def check_input(self, samples: torch.Tensor) -> None:
+        """A classifier sees only the image size it was trained on: say so instead of a torch shape error."""
+        want = getattr(self.net, "input_shape", None)
+        if want is not None and tuple(samples.shape[1:]) != tuple(want):
+            got, need = "x".join(map(str, samples.shape[1:])), "x".join(map(str, want))
+            raise RewardsteerError(f"'{self.name}' was trained on {need} images; these samples are {got}: "
+                                   "use it only with a generator of that image size")
+
+    def _targets(self, samples: torch.Tensor, cond: Any) -> torch.Tensor:
         target = self.target if self.target is not None else cond
         if target is None:
             raise RewardsteerError(f"reward '{self.name}' needs a target class: pass target= or a class condition")
+        return torch.as_tensor(target, device=samples.device, dtype=torch.long).expand(samples.shape[0])
+
+    def from_output(self, logits: torch.Tensor, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """The score from the network's output (lets an ensemble run many nets in one vectorized call)."""
         logp = F.log_softmax(logits.float(), dim=1)
-        y = torch.as_tensor(target, device=samples.device, dtype=torch.long).expand(samples.shape[0])
-        return logp.gather(1, y[:, None]).squeeze(1)
+        return logp.gather(1, self._targets(samples, cond)[:, None]).squeeze(1)
+
+    @torch.no_grad()
+    def score_and_hits(self, samples: torch.Tensor, cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(target | x), whether the classifier's top class is the target): what a judge reports."""
+        self.check_input(samples)
+        logits = self.net(samples)
+        return self.from_output(logits, samples, cond), logits.argmax(1) == self._targets(samples, cond)
 
 
 class Ensemble(Reward):

@@ -268,6 +268,8 @@ def scores_with_stacks(members: Mapping[str, Any], stacks, samples: torch.Tensor
     """Every member's (B,) score, stacked groups in one call each and the rest one by one, in member order."""
     out = {}
     for names, stack in stacks:
+        if hasattr(members[names[0]], "check_input"):  # a clear error before a torch shape error
+            members[names[0]].check_input(samples)
         outputs = stack(samples)  # (k, B, ...) one output per member
         for i, name in enumerate(names):
             out[name] = members[name].from_output(outputs[i], samples, cond)

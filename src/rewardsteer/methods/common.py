@@ -11,7 +11,7 @@ import torch
 from ..budget import Meter
 from ..core import Reward, select_cond
 from ..errors import RewardsteerError
-from ..result import Result
+from ..result import JUDGE_HIT_SUFFIX, JUDGES_AGREE, Result
 from ..rewards import as_reward
 
 
@@ -44,9 +44,24 @@ def score(reward: Reward, samples: torch.Tensor, cond: Any, meter: Meter):
 
 @torch.no_grad()
 def score_heldout(heldout: Mapping[str, Reward], samples: torch.Tensor, cond: Any, meter: Meter) -> dict:
-    """Held-out monitors on the same samples: never optimized, counted apart from the budget."""
+    """Held-out monitors on the same samples: never optimized, counted apart from the budget.
+
+    A held-out classifier (a judge: anything with `score_and_hits`) also reports, per sample, whether its top
+    class is the target (`NAME/acc`, 1.0 or 0.0, so its mean is the judge's accuracy), and `judges_agree` is 1
+    where every judge assigns the sample to the target: a claim stands only if all judges support it.
+    """
     meter.heldout_calls += samples.shape[0] * len(heldout)
-    return {name: r(samples.detach(), cond).float() for name, r in heldout.items()}
+    samples, out, hits = samples.detach(), {}, []
+    for name, r in heldout.items():
+        if hasattr(r, "score_and_hits"):
+            out[name], hit = r.score_and_hits(samples, cond)
+            out[name + JUDGE_HIT_SUFFIX] = hit.float()
+            hits.append(hit)
+        else:
+            out[name] = r(samples, cond)
+    if hits:
+        out[JUDGES_AGREE] = torch.stack(hits).all(0).float()
+    return {k: v.float() for k, v in out.items()}
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ..data import MNIST_LICENSE
 
@@ -26,12 +26,13 @@ def seed_everything(seed: int, threads: int | None = None) -> torch.Generator:
 class Logger:
     """Prints and appends JSON lines, so a long background run can be followed with `tail -f`."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, append: bool = False):
         self.path = path
         self.start = time.time()
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")
+            if not append:
+                path.write_text("")
 
     def __call__(self, **record):
         record = {"elapsed_s": round(time.time() - self.start, 1), **record}
@@ -64,14 +65,23 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
-def batches(n: int, batch: int, gen: torch.Generator):
-    """Endless minibatch indices: a fresh permutation from `gen` whenever the current one runs out."""
-    perm, pos = torch.randperm(n, generator=gen), 0
-    while True:
-        if pos + batch > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        yield perm[pos:pos + batch]
-        pos += batch
+class Batches:
+    """Endless minibatch indices: a fresh permutation from `gen` whenever the current one runs out. An
+    iterator whose state (perm, pos) a `Checkpoint` saves, so a resumed run sees the same batches."""
+
+    def __init__(self, n: int, batch: int, gen: torch.Generator):
+        self.n, self.batch, self.gen = n, batch, gen
+        self.perm, self.pos = torch.randperm(n, generator=gen), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.pos + self.batch > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        self.pos += self.batch
+        return self.perm[self.pos - self.batch:self.pos]
+
 
 
 def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt, sched, ema: EMA, clip: float = 1.0) -> None:
@@ -106,3 +116,59 @@ def save_model(model: torch.nn.Module, out_dir: Path, name: str, card: dict) -> 
     }
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return path
+
+
+class Checkpoint:
+    """Resumable training state in safetensors + JSON (never pickle): model, EMA, optimizer moments, the
+    schedule's step, the data RNG and the minibatch order. Written atomically every `every_s` seconds, so a
+    run killed at any moment resumes from its last save with the same random stream as an uninterrupted run.
+    """
+
+    def __init__(self, path: Path, every_s: float = 180.0):
+        self.path, self.every_s, self.last = Path(path), every_s, time.time()
+
+    def exists(self) -> bool:
+        return self.path.with_suffix(".json").is_file() and self.path.with_suffix(".safetensors").is_file()
+
+    def due(self) -> bool:
+        return time.time() - self.last >= self.every_s
+
+    def save(self, step: int, model, ema: EMA, opt, sched, gen: torch.Generator, order: Batches, extra=None):
+        tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"ema/{k}": v for k, v in ema.model.state_dict().items()})
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                for k, v in opt.state.get(p, {}).items():
+                    tensors[f"opt/{names[id(p)]}/{k}"] = torch.as_tensor(v)
+        tensors["rng"] = gen.get_state()
+        tensors["order/perm"] = order.perm
+        meta = {"step": step, "ema_updates": ema.updates, "sched": sched.state_dict()["last_epoch"],
+                "order_pos": order.pos, "extra": extra or {}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp))
+        tmp.replace(self.path.with_suffix(".safetensors"))
+        self.path.with_suffix(".json.tmp").write_text(json.dumps(meta))
+        self.path.with_suffix(".json.tmp").replace(self.path.with_suffix(".json"))
+        self.last = time.time()
+
+    def load(self, model, ema: EMA, opt, sched, gen: torch.Generator, order: Batches) -> tuple[int, dict]:
+        """Restore everything `save` wrote; returns (the next step to run, the extra dict)."""
+        t = load_file(str(self.path.with_suffix(".safetensors")))
+        meta = json.loads(self.path.with_suffix(".json").read_text())
+        model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model/")})
+        ema.model.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema/")})
+        ema.updates = meta["ema_updates"]
+        params = dict(model.named_parameters())
+        for key, v in t.items():
+            if key.startswith("opt/"):
+                name, _, field = key[4:].rpartition("/")
+                opt.state[params[name]][field] = v
+        sched.last_epoch = meta["sched"]
+        sched._last_lr = [f(meta["sched"]) * g["initial_lr"] for f, g in zip(sched.lr_lambdas, opt.param_groups)]
+        for g, lr in zip(opt.param_groups, sched._last_lr):
+            g["lr"] = lr
+        gen.set_state(t["rng"])
+        order.perm, order.pos = t["order/perm"], meta["order_pos"]
+        return meta["step"] + 1, meta["extra"]
