@@ -64,6 +64,11 @@ def test_models_lists_cards(run_cli):
     (["run", "--max-nfe", "-5"], "budget nfe must be positive"),
     (["run", "--condition", "seven"], "--condition must be none, class or a digit"),
     (["frobnicate"], "No such command"),
+    (["run", "--heldout", "mnist-judge-cnn"], "unknown reward 'mnist-judge-cnn'"),
+    (["run", "--robust", "shift=2,spin=3"], "spin"),
+    (["run", "--robust", "n=0"], "n"),
+    (["run", "--pipeline", "x", "--prompt", "a cat", "--reward", "jpeg", "--heldout", "mnist-judge-vit"],
+     "trained on 1x28x28 MNIST digits"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_cli, args, fragment):
     out = run_cli(*args)
@@ -78,7 +83,9 @@ def test_run_writes_report(run_cli, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("score (reno, completed)") and lines[1].startswith("held-out mnist-judge")
-    assert lines[2].startswith("cost: 8 NFE, 6 backward, 8 reward calls")
+    assert "mnist-judge-vit" in lines[1] and "mnist-judge-rff" in lines[1] and "realism" in lines[1]
+    assert lines[2].startswith("judges (target class): mnist-judge ") and "all agree" in lines[2]
+    assert lines[3].startswith("cost: 8 NFE, 6 backward, 8 reward calls")
     for name in ("grid.png", "trace.png", "result.json", "tensors.safetensors"):
         assert (tmp_path / name).stat().st_size > 0
     saved = json.loads((tmp_path / "result.json").read_text())

@@ -251,4 +251,4 @@ def test_cli_ensemble_options(brightness):
     with pytest.raises(RewardsteerError, match="need an ensemble reward"):
         _ensemble_options(brightness, {}, Pixels(), 7, "wco", False)
     ens, held = _ensemble_options(Ensemble(classifiers(2)), {"b": brightness}, Pixels(), 7, "uwo:0.1", True)
-    assert ens.transform.name == "standardize > uwo" and set(held) == {"b", "diversity"}
+    assert ens.transform.name == "standardize > uwo" and set(held) == {"b", "realism", "diversity"}

@@ -1,6 +1,7 @@
 """The over-optimization benchmark: its estimator and fit against brute force, and its quick mode end to end."""
 
 import itertools
+import json
 import math
 from dataclasses import replace
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rewardsteer import overopt
+from rewardsteer import models, overopt
 from rewardsteer.cli import cli
+from rewardsteer.errors import RewardsteerError
 from rewardsteer.flow import OneStepUNet
 from rewardsteer.hub import WEIGHTS_DIR
 from rewardsteer.nets import Classifier
@@ -44,13 +46,55 @@ def test_gao_fit_recovers_a_known_curve():
     assert fit["alpha"] == pytest.approx(1.2) and fit["beta"] == pytest.approx(0.3) and fit["r2"] == pytest.approx(1.0)
 
 
-def check_outputs(out, seeds):
-    for name in ("results.json", "table.md", "bon.png", "reno.png"):
+def check_outputs(out, seeds, judges):
+    for name in ("results.json", "table.md", "bon.png", "reno.png", "judges.png"):
         assert (out / name).stat().st_size > 0
     table = (out / "table.md").read_text()
     for row in ("| classifier | best-of-N | wco", "| bt | ReNO λ=0.01 | uwo"):
         assert row in table
     assert f"alarm in 0/{seeds}" in table or f"/{seeds} seeds" in table
+    # every held-out judge's accuracy and the judges-agree fraction, at every point of every curve, in [0, 1]
+    assert "stands only if it holds under every held-out judge" in table and "judges agree: start" in table
+    assert all(f"`{j}`" in table for j in judges)
+    results = json.loads((out / "results.json").read_text())
+    assert results["judges"]["used"] == judges
+    for fam in results["families"].values():
+        bon = fam["best_of_n"]
+        curves = [(c, len(bon["n"])) for c in bon["aggregates"].values()]
+        curves += [(c, len(c["gold"][0])) for by_agg in fam["reno"].values() for c in by_agg.values()]
+        for c, points in curves:
+            assert list(c["judges"]) == judges
+            for seed_curves in [*c["judges"].values(), c["judges_agree"]]:
+                assert len(seed_curves) == seeds and all(len(v) == points for v in seed_curves)
+                assert all(0.0 <= v <= 1.0 for curve in seed_curves for v in curve)
+            for s in range(seeds):  # agreement never exceeds the least accurate judge
+                for i in range(points):
+                    assert c["judges_agree"][s][i] <= min(c["judges"][j][s][i] for j in judges) + 1e-9
+    for r in results["summary"]:
+        assert set(r["judges_final"]) == {*judges, "judges_agree"}
+        assert all(0.0 <= v <= 1.0 for key in ("judges_start", "judges_peak", "judges_final")
+                   for v in r[key].values())
+
+
+def test_best_of_n_judge_accuracy_is_the_estimator_on_hits():
+    """The expected accuracy of the best-of-n sample is the same estimator on 0/1 hits (brute force agrees)."""
+    g = torch.Generator().manual_seed(1)
+    proxy, hits = torch.randn(6, generator=g), (torch.rand(6, generator=g) > 0.5).float()
+    order, w = overopt.coste_weights(proxy, [1, 2, 6])
+    assert torch.allclose(w.sum(1), torch.ones(3, dtype=torch.float64))
+    for n, expected in zip([1, 2, 6], (w @ hits[order].double()).tolist()):
+        subsets = list(itertools.combinations(range(6), n))
+        best = [max(s, key=lambda i: float(proxy[i])) for s in subsets]
+        assert expected == pytest.approx(sum(float(hits[i]) for i in best) / len(subsets))
+
+
+def test_missing_judges_are_skipped_with_a_note():
+    notes = []
+    nets, skipped = overopt.available_judges(["mnist-judge", "mnist-judge-nonexistent"], note=notes.append)
+    assert list(nets) == ["mnist-judge"] and skipped == notes
+    assert notes == ["judge 'mnist-judge-nonexistent' skipped: not a bundled model (rewardsteer.hub.BUNDLED)"]
+    with pytest.raises(RewardsteerError, match="none of the held-out judges"):
+        overopt.available_judges(["nope"], note=notes.append)
 
 
 def test_gold_ink_sweet_spots_are_mnist_class_means():
@@ -65,9 +109,10 @@ def test_gold_ink_sweet_spots_are_mnist_class_means():
 @pytest.mark.slow
 def test_quick_mode_runs(tmp_path, one_thread):
     if (WEIGHTS_DIR / "mnist-onestep.safetensors").is_file():  # the real thing: the CLI's --quick
-        res = CliRunner().invoke(cli, ["bench", "overopt", "--quick", "--out", str(tmp_path)])
+        res = CliRunner().invoke(cli, ["bench", "overopt", "--quick", "--threads", "1", "--out", str(tmp_path)])
         assert res.exit_code == 0, res.output
-        check_outputs(tmp_path, overopt.QUICK.seeds)
+        judges = [j for j in models.HELDOUT_JUDGES if (WEIGHTS_DIR / f"{j}.safetensors").is_file()]
+        check_outputs(tmp_path, overopt.QUICK.seeds, judges)
         return
     # bundled generator not trained yet: the same code path on tiny random models
     def clf(seed, width=8):
@@ -76,8 +121,9 @@ def test_quick_mode_runs(tmp_path, one_thread):
 
     cfg = replace(overopt.QUICK, target=3, bon_pool=32, calib=32, reno_n=2, reno_iters=3, bt_pairs=32,
                   bt_epochs=1, bt_members=3, bt_eval_pairs=16)
+    judges = {"ja": clf(20), "jb": clf(21)}  # random tiny held-out judges
     results = overopt.run(OneStepUNet(tiny_unet()), clf(0), [ClassifierReward(clf(10 + i), f"p{i}") for i in range(3)],
-                          cfg, tmp_path, log=lambda **k: None)
-    check_outputs(tmp_path, cfg.seeds)
+                          cfg, tmp_path, log=lambda **k: None, judges=judges)
+    check_outputs(tmp_path, cfg.seeds, list(judges))
     assert len(results["families"]["bt"]["best_of_n"]["aggregates"]["uwo"]["gold"]) == cfg.seeds
     assert all(math.isfinite(r["final_gold"]) for r in results["summary"])

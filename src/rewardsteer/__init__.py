@@ -6,6 +6,7 @@ from .errors import RewardsteerError, UnknownNameError, WeightsError
 from .methods import METHODS, best_of_n, random_search, reno, zero_order_search
 from .result import Result
 from .rewards import ClassifierReward, Ensemble, WeightedSum, as_reward
+from .robust import TransformedReward, TransformSpec, robust
 from .smc import das, fk_steering, svdd, trajectory_best_of_n
 
 __version__ = "0.1.0"
@@ -16,3 +17,4 @@ __all__ = [
     "as_reward", "best_of_n", "random_search", "reno", "zero_order_search",
 ]
 __all__ += ["das", "fk_steering", "svdd", "trajectory_best_of_n"]
+__all__ += ["TransformSpec", "TransformedReward", "robust"]

@@ -31,7 +31,7 @@ class SectionedCommand(click.Command):
 class RunCommand(SectionedCommand):
     sections = {
         "Generator and task": ("model", "steps", "target", "condition"),
-        "Rewards": ("rewards", "heldouts", "aggregate", "standardize"),
+        "Rewards": ("rewards", "heldouts", "robust", "aggregate", "standardize"),
         "Method": ("method", "n", "iters", "candidates", "seed"),
         "ReNO (noise optimization)": ("reg", "lr", "optimizer"),
         "Particle methods (fk, das, svdd, trajectory_best_of_n)": (
@@ -91,9 +91,14 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
 @click.option("--condition", default="none", show_default=True,
               help="what the generator is asked for: none (any digit: the most room to steer), class (= --class) or 0-9")
 @click.option("--reward", "rewards", multiple=True, default=["proxies"], show_default=True,
-              help="reward spec, repeatable (mean of all): proxies[:k], proxy:mnist-proxy-0, mnist-judge")
-@click.option("--heldout", "heldouts", multiple=True, default=["mnist-judge"], show_default=True,
-              help="held-out reward spec, repeatable; watched, never optimized ('none' to disable)")
+              help="reward spec, repeatable (mean of all): proxies[:k], proxies-mixed (CNN + MLP), proxy:mnist-proxy-0, "
+                   "mnist-judge")
+@click.option("--heldout", "heldouts", multiple=True, default=["judges"], show_default=True,
+              help="held-out judge or reward, repeatable; watched, never optimized. 'judges' = mnist-judge, "
+                   "mnist-judge-vit and mnist-judge-rff (three model families); 'none' to disable")
+@click.option("--robust", default="default", show_default=True,
+              help="average the reward over random transformations (EOT, against reward hacking): a preset "
+                   "(default, light) or shift=2,rotate=10,scale=0.1,noise=0.05,n=8; 'none' for the raw reward")
 @click.option("--aggregate", default=None,
               help="reduce the reward's members: mean, wco, uwo[:lambda], mean_std[:c], quantile:q, cvar:alpha")
 @click.option("--standardize/--raw", default=False, show_default=True,
@@ -141,7 +146,7 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
 @click.option("--resampling", type=click.Choice(["systematic", "stratified", "multinomial"]), default="systematic",
               show_default=True)
 def run(model, steps, target, condition, rewards, heldouts, method, n, iters, candidates, reg, lr, optimizer, max_nfe,
-        max_backward, max_reward_calls, max_seconds, seed, out, progress, aggregate=None, standardize=False,
+        max_backward, max_reward_calls, max_seconds, seed, out, progress, robust=None, aggregate=None, standardize=False,
         pipeline=None, prompt=None, negative_prompt=None, guidance_scale=0.0, height=None, width=None, dtype="fp32",
         device=None, checkpoint=False, particles=8, potential="max", lam=10.0, alpha=None, interval=5,
         ess_threshold=0.5, resampling="systematic"):
@@ -154,10 +159,11 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
     from .rewards import Ensemble
 
     budget = Budget(max_nfe, max_backward, max_reward_calls, max_seconds)
+    ctx = click.get_current_context()
     if pipeline is not None:  # a diffusers pipeline steered toward transformers rewards (rewardsteer.hf)
-        if aggregate or standardize:
-            raise RewardsteerError("--aggregate/--standardize are not wired for --pipeline yet")
-        gen, reward, heldout = _pipeline_setup(click.get_current_context(), pipeline, prompt, negative_prompt,
+        if aggregate or standardize or ctx.get_parameter_source("robust") != click.core.ParameterSource.DEFAULT:
+            raise RewardsteerError("--aggregate/--standardize/--robust are not wired for --pipeline yet")
+        gen, reward, heldout = _pipeline_setup(ctx, pipeline, prompt, negative_prompt,
                                                guidance_scale, steps, height, width, dtype, device, checkpoint,
                                                rewards, heldouts, particle=method in PARTICLE_METHODS)
         target = None
@@ -167,9 +173,14 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
         cond = _condition(condition, target)
         members = [reward_from_spec(s, target) for s in rewards]
         reward = members[0] if len(members) == 1 else Ensemble(members, name="+".join(rewards))
-        heldout = {s: reward_from_spec(s, target) for s in heldouts if s != "none"}
+        heldout = _heldout(heldouts, target)
+        transforms = _transforms(robust)  # a bad spec fails before any weights load
         gen = generator(model, steps=steps)
         reward, heldout = _ensemble_options(reward, heldout, gen, cond, aggregate, standardize)
+        if transforms is not None:
+            from .robust import TransformedReward
+
+            reward = TransformedReward(reward, transforms, seed=seed)
         target = cond
     common = dict(cond=target, budget=budget, seed=seed, heldout=heldout, progress=progress)
     if method == "best_of_n":
@@ -199,6 +210,28 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
     click.echo(f"wrote {paths['grid']}, {paths['trace']}, {paths['result']}")
     if result.stopped == "interrupted":
         sys.exit(130)
+
+
+def _heldout(specs, target: int) -> dict:
+    """--heldout specs -> {name: reward}; 'judges' expands to every bundled held-out judge."""
+    from .models import judges, reward_from_spec
+
+    out = {}
+    for s in specs:
+        if s == "judges":
+            out.update(judges(target))
+        elif s != "none":
+            out[s] = reward_from_spec(s, target)
+    return out
+
+
+def _transforms(spec):
+    """--robust: None (off) or a parsed TransformSpec; a spec that does not parse is a one-line error."""
+    if spec is None or spec == "none":
+        return None
+    from .robust import parse_transforms
+
+    return parse_transforms(spec)
 
 
 def _condition(condition: str, target: int) -> int | None:
@@ -244,6 +277,12 @@ def _pipeline_setup(ctx, pipeline, prompt, negative_prompt, guidance_scale, step
     torch_dtype = parse_dtype(dtype)
     parser = SpecParser(prompt, torch_dtype, device, checkpoint)
     reward = parser.rewards(rewards)  # rewards first: a bad spec fails before the pipeline loads
+    from .models import CLASSIFIERS
+
+    for s in heldouts:
+        if s == "judges" and ctx.get_parameter_source("heldouts") != default or s in CLASSIFIERS:
+            raise RewardsteerError(f"--heldout {s}: the bundled judges were trained on 1x28x28 MNIST digits, not "
+                                   "--pipeline images; use clip:, head: or jpeg held-out rewards")
     heldout = {} if ctx.get_parameter_source("heldouts") == default else \
         {s: parser.reward(s) for s in heldouts if s != "none"}
     if ctx.get_parameter_source("steps") == default:
@@ -257,7 +296,7 @@ def _pipeline_setup(ctx, pipeline, prompt, negative_prompt, guidance_scale, step
 def _ensemble_options(reward, heldout, gen, target, aggregate, standardize):
     """--aggregate / --standardize on the reward, and the diversity monitor beside the held-out rewards."""
     from .aggregates import aggregate_from_spec
-    from .models import diversity_monitor
+    from .models import diversity_monitor, realism_monitor
     from .rewards import Ensemble
 
     if (aggregate or standardize) and not isinstance(reward, Ensemble):
@@ -267,7 +306,8 @@ def _ensemble_options(reward, heldout, gen, target, aggregate, standardize):
         reward = reward.with_transform(aggregate_from_spec(aggregate))
     if standardize:
         reward = reward.calibrated(gen, n=256, cond=target)
-    if heldout:
+    if heldout:  # monitors beside the judges: batch diversity and realism (distance to real digits)
+        heldout["realism"] = realism_monitor()
         heldout["diversity"] = diversity_monitor()
     return reward, heldout
 

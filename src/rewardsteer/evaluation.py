@@ -1,4 +1,7 @@
-"""Judge-based quality metrics: class accuracy, confidence, and a Fréchet distance in judge features.
+"""Judge-based quality metrics: class accuracy, confidence, a Fréchet distance in judge features, and the
+unconditional-prior checks (is every sample a confident digit under every judge, are the classes balanced).
+
+`auroc` measures how well a score separates two sets (e.g. real digits from samples).
 
 The Fréchet distance follows FID (Heusel et al. 2017) with `mnist-judge`'s penultimate features in place
 of Inception's: ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2(Σ₁^½ Σ₂ Σ₁^½)^½).
@@ -46,3 +49,43 @@ def class_metrics(judge, images: torch.Tensor, labels: torch.Tensor, reference_f
     if reference_features is not None:
         out["frechet_judge"] = frechet_distance(feats, reference_features)
     return out
+
+
+@torch.no_grad()
+def probabilities(net, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """(N, 10) class probabilities of any bundled classifier on [0, 1] images."""
+    return torch.cat([F.softmax(net(images[i:i + batch].float()).float(), dim=1) for i in range(0, len(images), batch)])
+
+
+def prior_metrics(judges: dict, images: torch.Tensor, confident: float = 0.9) -> dict:
+    """Unconditional samples under each judge: the fraction it classifies with max probability ≥ `confident`,
+    and its predicted class shares (a good prior draws every digit about 10% of the time); plus the fraction
+    on which every judge is confident and all name the same class."""
+    out, preds, sure = {}, [], []
+    for name, net in judges.items():
+        p = probabilities(net, images)
+        conf, cls = p.max(1)
+        share = torch.bincount(cls, minlength=p.shape[1]).float() / len(cls)
+        out[name] = {"confident": float((conf >= confident).float().mean()),
+                     "class_share_min": float(share.min()), "class_share_max": float(share.max()),
+                     "class_shares": [round(float(v), 4) for v in share]}
+        preds.append(cls)
+        sure.append(conf >= confident)
+    same = torch.stack(preds).eq(preds[0]).all(0)
+    out["all_judges_confident_and_agree"] = float((torch.stack(sure).all(0) & same).float().mean())
+    return out
+
+
+def auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """Area under the ROC curve of a score separating `pos` from `neg` (higher = more positive): the
+    Mann-Whitney U statistic P(s_pos > s_neg) + ½·P(s_pos = s_neg), from mid-ranks of the pooled scores."""
+    pos, neg = torch.as_tensor(pos).double().flatten(), torch.as_tensor(neg).double().flatten()
+    if pos.numel() == 0 or neg.numel() == 0:
+        raise ValueError("auroc needs at least one positive and one negative score")
+    pooled = torch.cat([pos, neg])
+    _, inverse, counts = torch.unique(pooled, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    mid_ranks = ends - (counts.double() - 1) / 2  # the mean 1-based rank of each tied group
+    rank_sum = mid_ranks[inverse[:pos.numel()]].sum()
+    u = rank_sum - pos.numel() * (pos.numel() + 1) / 2
+    return float(u / (pos.numel() * neg.numel()))

@@ -10,11 +10,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import UnknownNameError, WeightsError
-from .nets import Classifier, UNet
+from .judges import RealismIndex, RFFClassifier, ViTClassifier
+from .nets import Classifier, MLPClassifier, UNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", *(f"mnist-proxy-{k}" for k in range(5)))
-_ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier}
+BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", "mnist-judge-vit", "mnist-judge-rff",
+           *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism")
+_ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier, "MLPClassifier": MLPClassifier,
+                  "ViTClassifier": ViTClassifier, "RFFClassifier": RFFClassifier, "RealismIndex": RealismIndex}
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:

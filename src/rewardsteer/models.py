@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import torch
+
+from .core import Reward
 from .errors import UnknownNameError
 from .flow import FlowSampler, OneStepUNet, UnrolledSampler
 from .hub import BUNDLED, load_network
+from .judges import RealismMonitor
 from .monitor import BatchDiversity
-from .nets import Classifier
 from .preference import load_bt
 from .rewards import ClassifierReward, Ensemble
+from .robust import robust
 
 CLASSIFIERS = tuple(n for n in BUNDLED if n.startswith(("mnist-judge", "mnist-proxy")))
 DEFAULT_GUIDANCE = 2.0
 
 
 def flow_sampler(num_steps: int = 50, guidance: float = DEFAULT_GUIDANCE, eta: float = 1.0) -> FlowSampler:
-    """`mnist-flow` as a stochastic (eta > 0) or deterministic (eta = 0) multi-step sampler."""
+    """`mnist-flow` as a stochastic (eta > 0) or deterministic (eta = 0) multi-step sampler; cond=None draws
+    any digit from the mixture prior (`flow` module docstring)."""
     return FlowSampler(load_network("mnist-flow"), num_steps, guidance, eta)
 
 
-def onestep() -> OneStepUNet:
-    """`mnist-onestep`: G(z, class) -> image, differentiable in z."""
-    return OneStepUNet(load_network("mnist-onestep"))
+def onestep(prior: str = "mixture") -> OneStepUNet:
+    """`mnist-onestep`: G(z, class) -> image, differentiable in z; cond=None draws any digit from the mixture
+    prior (class code read from z), or from the label-dropout null class with `prior="null"`."""
+    return OneStepUNet(load_network("mnist-onestep"), prior)
 
 
 def unrolled_flow(num_steps: int = 4, guidance: float = DEFAULT_GUIDANCE, checkpoint: bool = True) -> UnrolledSampler:
@@ -29,7 +35,7 @@ def unrolled_flow(num_steps: int = 4, guidance: float = DEFAULT_GUIDANCE, checkp
     return UnrolledSampler(flow_sampler(num_steps, guidance, eta=0.0), checkpoint=checkpoint)
 
 
-def classifier(name: str) -> Classifier:
+def classifier(name: str) -> torch.nn.Module:
     if name not in CLASSIFIERS:
         raise UnknownNameError("classifier", name, CLASSIFIERS)
     return load_network(name)
@@ -43,6 +49,25 @@ def classifier_reward(name: str, target: int | None = None) -> ClassifierReward:
 def proxy_ensemble(k: int = 5, target: int | None = None) -> Ensemble:
     """The mean of the first k noisy-label proxies `mnist-proxy-*` (members keep their names)."""
     return Ensemble([classifier_reward(f"mnist-proxy-{i}", target) for i in range(k)], name="proxies")
+
+
+def mixed_proxy_ensemble(target: int | None = None, k: int = 3) -> Ensemble:
+    """The mean of k CNN proxies `mnist-proxy-*` and k pixel-MLP proxies `mnist-proxy-mlp-*` (k <= 3), all fit
+    to the same noisy 10k subset: two model families, so steering must fool both kinds of features."""
+    if not 1 <= k <= 3:
+        raise ValueError(f"k must be in 1..3 (there are 3 MLP proxies), got {k}")
+    names = [f"mnist-proxy-{i}" for i in range(k)] + [f"mnist-proxy-mlp-{i}" for i in range(k)]
+    return Ensemble([classifier_reward(n, target) for n in names], name="proxies-mixed")
+
+
+DEFAULT_ROBUST = "default"  # the EOT preset of the CLI's and demo's reward (docs/benchmarks/robust_rewards.md)
+
+
+def default_reward(target: int | None = None) -> Reward:
+    """The CLI's and demo's reward: the 5-proxy ensemble averaged over random shifts, rotations, zooms and
+    pixel noise (EOT, Athalye et al. 2018; `rewardsteer.robust`), which measurably keeps gradient steering
+    from fooling the proxies alone (docs/benchmarks/robust_rewards.md)."""
+    return robust(proxy_ensemble(target=target), DEFAULT_ROBUST)
 
 
 GENERATORS = ("mnist-onestep", "mnist-flow")
@@ -59,8 +84,9 @@ def generator(name: str, steps: int = 8, guidance: float = DEFAULT_GUIDANCE, che
 
 def reward_from_spec(spec: str, target: int | None = None):
     """A reward from a short spec: a classifier name (`mnist-judge`, `mnist-proxy-3`), optionally prefixed
-    `classifier:` or `proxy:`; `judge`; `proxies[:k]` for the mean of the first k proxies; or `bt:PATH` for
-    Bradley-Terry reward models (a `.safetensors` file, or a folder of them as an ensemble)."""
+    `classifier:` or `proxy:`; `judge`; `proxies[:k]` for the mean of the first k proxies; `proxies-mixed` for
+    3 CNN + 3 MLP proxies; or `bt:PATH` for Bradley-Terry reward models (a `.safetensors` file, or a folder of
+    them as an ensemble)."""
     head, _, tail = spec.partition(":")
     if head == "bt" and tail:
         return load_bt(tail)
@@ -71,13 +97,33 @@ def reward_from_spec(spec: str, target: int | None = None):
         if not 1 <= k <= 5 or (tail and not tail.isdigit()):
             raise UnknownNameError("reward", spec, ["proxies", "proxies:1..5"])
         return proxy_ensemble(k, target)
+    if spec == "proxies-mixed":
+        return mixed_proxy_ensemble(target)
     if spec == "judge":
         return classifier_reward("mnist-judge", target)
     if spec in CLASSIFIERS:
         return classifier_reward(spec, target)
-    raise UnknownNameError("reward", spec, [*CLASSIFIERS, "judge", "proxies[:k]", "proxy:NAME", "bt:PATH"])
+    raise UnknownNameError("reward", spec, [*CLASSIFIERS, "judge", "proxies[:k]", "proxies-mixed", "proxy:NAME",
+                                            "bt:PATH"])
 
 
 def diversity_monitor():
     """Held-out monitor: per sample, the mean distance to the batch's other samples in `mnist-judge` features."""
     return BatchDiversity(classifier("mnist-judge").features, name="diversity")
+
+
+def realism_monitor() -> RealismMonitor:
+    """Held-out realism (`mnist-realism`): minus the mean distance to the 5 nearest of 20k real digits in a PCA
+    space, in units of its median over real digits (about −1 for a real digit, lower for unrealistic images)."""
+    return RealismMonitor(load_network("mnist-realism"))
+
+
+# The held-out judges every run and benchmark reports: `mnist-judge` (a CNN like the proxies, kept for
+# continuity) and two of other families trained on data the proxies never saw (docs/models.md).
+HELDOUT_JUDGES = ("mnist-judge", "mnist-judge-vit", "mnist-judge-rff")
+
+
+def judges(target: int | None = None, names=HELDOUT_JUDGES) -> dict[str, ClassifierReward]:
+    """{name: log p(target | x)} for held-out use: as `heldout=` each also reports its accuracy on the target
+    (`NAME/acc`) and the run reports `judges_agree`, the fraction of outputs every judge assigns to it."""
+    return {name: classifier_reward(name, target) for name in names}

@@ -1,4 +1,4 @@
-"""Small networks for the bundled MNIST models: a conditional UNet and a CNN classifier.
+"""Small networks for the bundled MNIST models: a conditional UNet, a CNN and a pixel-MLP classifier.
 
 Notation: images are (B, 1, 28, 28); the UNet works in [-1, 1], classifiers take [0, 1].
 """
@@ -74,8 +74,11 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y: (B,) class indices, or (B, num_classes + 1) weights over them (a soft class: the embedding is
+        the weighted mean of the class embeddings, differentiable in the weights)."""
         emb_dim = self.class_emb.embedding_dim
-        emb = self.time_mlp(timestep_embedding(t, emb_dim).to(x.dtype)) + self.class_emb(y)
+        cls = y.to(x.dtype) @ self.class_emb.weight if y.is_floating_point() else self.class_emb(y)
+        emb = self.time_mlp(timestep_embedding(t, emb_dim).to(x.dtype)) + cls
         h = self.stem(x)
         hs = []
         for blocks, down in zip(self.down, self.downsample):
@@ -97,6 +100,8 @@ class UNet(nn.Module):
 class Classifier(nn.Module):
     """CNN digit classifier on [0, 1] images; `features` gives the penultimate activations."""
 
+    input_shape = (1, 28, 28)
+
     def __init__(self, width: int = 32, feature_dim: int = 128, num_classes: int = 10, dropout: float = 0.3):
         super().__init__()
         self.config = {"width": width, "feature_dim": feature_dim, "num_classes": num_classes, "dropout": dropout}
@@ -116,6 +121,30 @@ class Classifier(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         # MNIST pixel statistics (mean 0.1307, sd 0.3081) standardize the input.
+        return self.body((images - 0.1307) / 0.3081)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(images)))
+
+
+class MLPClassifier(nn.Module):
+    """Pixel MLP digit classifier on [0, 1] images (no convolutions: another family than `Classifier`);
+    `features` gives the last hidden layer."""
+
+    input_shape = (1, 28, 28)
+
+    def __init__(self, hidden: tuple[int, ...] = (256, 256), num_classes: int = 10, dropout: float = 0.3):
+        super().__init__()
+        self.config = {"hidden": list(hidden), "num_classes": num_classes, "dropout": dropout}
+        layers, d = [nn.Flatten()], 784
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+            d = h
+        self.body = nn.Sequential(*layers[:-1])  # the head's dropout comes after `features`
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(d, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.body((images - 0.1307) / 0.3081)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

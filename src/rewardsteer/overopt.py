@@ -11,12 +11,17 @@ scale are arbitrary). Aggregates: a single member, mean, WCO, UWO (Coste et al. 
 Optimizers: best-of-N through Coste et al.'s unbiased estimator (all n ≤ N from one pool of N samples per
 seed; KL_bon = log n − (n−1)/n), and ReNO with λ ∈ {0, 0.01} over iterations. Rewards are reported as the
 change from the unsteered start, in units of their standard deviation on unsteered samples.
+Held-out judges (`Config.judges`, default `models.HELDOUT_JUDGES`; missing ones are skipped with a logged note):
+at every point of every curve, each judge's accuracy on the target (best-of-N: the expected accuracy of the
+best-of-n sample, by the same estimator) and the fraction every judge assigns to it (judges agree), so the
+curves can be read under judges independent of the gold reward's classifier too.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +30,45 @@ import torch
 from torch.nn import functional as F
 
 from . import aggregates as agg
+from . import hub, models
 from .core import Reward, as_generator
+from .errors import RewardsteerError
 from .methods import reno
 from .monitor import kl_best_of_n
 from .overopt_report import write_report
 from .preference import BTReward, pairwise_accuracy, train_ensemble
-from .rewards import Ensemble
+from .result import JUDGE_HIT_SUFFIX, JUDGES_AGREE
+from .rewards import ClassifierReward, Ensemble
+
+
+def available_judges(names=models.HELDOUT_JUDGES, note=print) -> tuple[dict[str, torch.nn.Module], list[str]]:
+    """({name: network} for the bundled judges among `names` that can be loaded, notes on the skipped ones).
+
+    A name that is not bundled (`hub.BUNDLED`) or whose weight file is absent (being trained) is skipped and
+    `note` is called with the reason: benchmarks fall back to the judges that exist, never silently.
+    """
+    nets, notes = {}, []
+    for name in names:
+        if name not in hub.BUNDLED:
+            why = "not a bundled model (rewardsteer.hub.BUNDLED)"
+        elif not (hub.WEIGHTS_DIR / f"{name}.safetensors").is_file():
+            why = f"its weight file {name}.safetensors is absent from rewardsteer/weights (not trained yet?)"
+        else:
+            try:
+                nets[name] = models.classifier(name)
+                continue
+            except RewardsteerError as e:
+                why = str(e)
+        notes.append(f"judge '{name}' skipped: {why}")
+        note(notes[-1])
+    if not nets:
+        raise RewardsteerError(f"none of the held-out judges {', '.join(names)} is available")
+    return nets, notes
+
+
+def judge_rewards(nets: dict[str, torch.nn.Module], target: int | None) -> dict[str, ClassifierReward]:
+    """{name: log p(target | x)} for `heldout=`: each then also reports `NAME/acc`, and the run `judges_agree`."""
+    return {name: ClassifierReward(net, name, target) for name, net in nets.items()}
 
 
 @dataclass(frozen=True)
@@ -52,6 +90,7 @@ class Config:
     uwo_bon: float = 0.5  # Coste et al.'s λ for best-of-N / search
     uwo_reno: float = 0.1  # ... and for gradient methods
     batch: int = 256
+    judges: tuple[str, ...] = models.HELDOUT_JUDGES  # held out: accuracy and agreement recorded per point
 
 
 @dataclass
@@ -128,76 +167,114 @@ def bt_proxies(generator, gold: GoldReward, cfg: Config, log) -> tuple[Ensemble,
     return ens, {"flipped": float(flip.float().mean()), "members": metrics}
 
 
-def coste_estimator(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int]) -> tuple[list[float], list[float]]:
-    """E[proxy], E[gold] of the best-of-n sample (by proxy) for each n, unbiased from one pool of N:
-    the i-th smallest proxy (1-based) is the max of a random n-subset with probability C(i−1, n−1)/C(N, n)
-    (Nakano et al. 2021; Gao et al. 2023; Coste et al. 2024)."""
+def coste_weights(proxy: torch.Tensor, ns: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order, W): W[j, i] is the probability that the i-th smallest proxy (1-based i = index + 1, in `order`) is
+    the max of a random ns[j]-subset of the N pool samples, C(i−1, n−1)/C(N, n) (Nakano et al. 2021; Gao et al.
+    2023; Coste et al. 2024). `W @ values[order]` is E[value of the best-of-n sample] for any per-sample value."""
     order = proxy.argsort()
-    p, g = proxy[order].double(), gold[order].double()
-    big_n = p.shape[0]
+    big_n = proxy.shape[0]
     i = torch.arange(1, big_n + 1, dtype=torch.float64)
-    ep, eg = [], []
+    rows = []
     for n in ns:
         logw = torch.full_like(i, -math.inf)
         ok = i >= n
         logw[ok] = (torch.lgamma(i[ok]) - math.lgamma(n) - torch.lgamma(i[ok] - n + 1)
                     - (math.lgamma(big_n + 1) - math.lgamma(n + 1) - math.lgamma(big_n - n + 1)))
-        w = logw.exp()
-        ep.append(float((w * p).sum()))
-        eg.append(float((w * g).sum()))
-    return ep, eg
+        rows.append(logw.exp())
+    return order, torch.stack(rows)
+
+
+def coste_estimator(proxy: torch.Tensor, gold: torch.Tensor, ns: list[int]) -> tuple[list[float], list[float]]:
+    """E[proxy], E[gold] of the best-of-n sample (by proxy) for each n, unbiased from one pool of N (`coste_weights`)."""
+    order, w = coste_weights(proxy, ns)
+    return (w @ proxy[order].double()).tolist(), (w @ gold[order].double()).tolist()
 
 
 def best_of_n_curves(pools: list[tuple[torch.Tensor, torch.Tensor]], family: Family, calib: dict, cfg: Config) -> dict:
-    """Per aggregate: sqrt(KL) grid and per-seed Δgold, Δproxy curves in unsteered-sd units, from one pool of
-    (samples, gold scores) per seed; n runs over powers of √2 up to N/4."""
+    """Per aggregate: sqrt(KL) grid, per-seed Δgold, Δproxy curves in unsteered-sd units, and each judge's (and
+    all judges') expected accuracy of the best-of-n sample, from one pool of (samples, gold scores, judge hits)
+    per seed; n runs over powers of √2 up to N/4."""
     ns = sorted({max(1, round(2 ** (j / 2))) for j in range(0, 2 * int(math.log2(cfg.bon_pool // 4)) + 1)})
     out = {"n": ns, "sqrt_kl": [math.sqrt(kl_best_of_n(n)) for n in ns], "aggregates": {}}
-    pools = [(score_all(family.ensemble, x, cfg.target, cfg.batch), g) for x, g in pools]
+    pools = [(score_all(family.ensemble, x, cfg.target, cfg.batch), g, hits) for x, g, hits in pools]
     for name, t in aggregates(list(family.ensemble.members), cfg.uwo_bon).items():
         sd_p = float(agg.reduce(family.chain(t), calib["members"]).std())
-        curves = {"gold": [], "proxy": []}
-        for members, g in pools:
+        curves = {"gold": [], "proxy": [], "judges": {j: [] for j in pools[0][2] if j != JUDGES_AGREE},
+                  JUDGES_AGREE: []}
+        for members, g, hits in pools:
             p = agg.reduce(family.chain(t), members)
-            ep, eg = coste_estimator(p, g, ns)
+            order, w = coste_weights(p, ns)
+            ep, eg = (w @ p[order].double()).tolist(), (w @ g[order].double()).tolist()
             curves["proxy"].append([(v - ep[0]) / sd_p for v in ep])
             curves["gold"].append([(v - eg[0]) / calib["gold_sd"] for v in eg])
+            for j, h in hits.items():  # expected accuracy (absolute, in [0, 1]) of the best-of-n sample
+                (curves[JUDGES_AGREE] if j == JUDGES_AGREE else curves["judges"][j]).append(
+                    (w @ h[order].double()).clamp(0, 1).tolist())
         out["aggregates"][name] = curves
     return out
 
 
-def reno_curves(generator, family: Family, gold: GoldReward, calib: dict, cfg: Config) -> dict:
-    """Per λ and aggregate: per-seed Δgold, Δproxy along ReNO iterations, and whether the monitor alarmed."""
+def reno_curves(generator, family: Family, gold: GoldReward, calib: dict, cfg: Config,
+                judges: Mapping[str, torch.nn.Module] | None = None) -> dict:
+    """Per λ and aggregate: per-seed Δgold, Δproxy along ReNO iterations, whether the monitor alarmed, and each
+    held-out judge's accuracy and the judges-agree fraction of the iterates (absolute, in [0, 1])."""
+    judges = judges or {}
     out = {}
     for reg in cfg.regs:
         out[str(reg)] = {}
         for name, t in aggregates(list(family.ensemble.members), cfg.uwo_reno).items():
             reward = family.ensemble.with_transform(family.chain(t))
             sd_p = float(agg.reduce(reward.transform, calib["members"]).std())
-            runs = {"gold": [], "proxy": [], "alarm": []}
+            runs = {"gold": [], "proxy": [], "alarm": [], "judges": {j: [] for j in judges}}
+            if judges:
+                runs[JUDGES_AGREE] = []
             for s in range(cfg.seeds):
                 r = reno(generator, reward, cond=cfg.target, n=cfg.reno_n, iters=cfg.reno_iters, reg=reg, seed=s,
-                         heldout={"gold": gold}, progress=False)
+                         heldout={"gold": gold, **judge_rewards(judges, cfg.target)}, progress=False)
                 p0, g0 = r.trace[0]["score"], r.trace[0]["heldout"]["gold"]
                 runs["proxy"].append([(row["score"] - p0) / sd_p for row in r.trace])
                 runs["gold"].append([(row["heldout"]["gold"] - g0) / calib["gold_sd"] for row in r.trace])
+                for j in judges:
+                    runs["judges"][j].append([row["heldout"][j + JUDGE_HIT_SUFFIX] for row in r.trace])
+                if judges:
+                    runs[JUDGES_AGREE].append([row["heldout"][JUDGES_AGREE] for row in r.trace])
                 runs["alarm"].append(r.overoptimization["alarm"])
             out[str(reg)][name] = runs
     return out
 
 
+@torch.no_grad()
+def judge_hits(judges: Mapping[str, torch.nn.Module], x: torch.Tensor, target: int, batch: int) -> dict:
+    """{judge: (N,) 1.0 where its top class is the target, "judges_agree": 1.0 where every judge's is}."""
+    hits = {name: torch.cat([net(x[i:i + batch]).argmax(1) == target for i in range(0, x.shape[0], batch)])
+            for name, net in judges.items()}
+    if hits:
+        hits[JUDGES_AGREE] = torch.stack(list(hits.values())).all(0)
+    return {k: v.float() for k, v in hits.items()}
+
+
 def run(generator, judge: torch.nn.Module, classifier_proxies: list[Reward], cfg: Config, out_dir: Path,
-        log=print) -> dict:
-    """The whole benchmark; writes results.json, bon.png, reno.png and table.md to `out_dir`."""
+        log=print, judges: Mapping[str, torch.nn.Module] | None = None) -> dict:
+    """The whole benchmark; writes results.json, bon.png, reno.png, judges.png and table.md to `out_dir`.
+
+    `judge` is the gold reward's classifier; `judges` the held-out judges recorded at every point ({name: net};
+    None loads `cfg.judges` among the bundled ones, logging a note for each one that is missing).
+    """
     start = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    if judges is None:
+        judges, notes = available_judges(cfg.judges, note=lambda m: log(stage="judges", note=m))
     ink_target = MNIST_MEAN_INK[cfg.target] if cfg.ink_target is None else cfg.ink_target
     gold = GoldReward(judge, cfg.target, ink_target, cfg.ink_width)
     calib_x = pool(generator, cfg.calib, cfg.target, 12345, cfg.batch)
     gold_calib = score_all(gold, calib_x, cfg.target, cfg.batch)["gold"]
+    calib_hits = judge_hits(judges, calib_x, cfg.target, cfg.batch)
     results: dict[str, Any] = {"config": {**asdict(cfg), "ink_target": ink_target}, "families": {},
                                "gold_unsteered": {"mean": float(gold_calib.mean()), "sd": float(gold_calib.std()),
-                                                  "ink_mean": float(calib_x.flatten(1).mean(1).mean())}}
+                                                  "ink_mean": float(calib_x.flatten(1).mean(1).mean())},
+                               "judges": {"used": list(judges), "notes": notes,
+                                          "unsteered": {k: float(v.mean()) for k, v in calib_hits.items()}}}
     classifiers = Ensemble(classifier_proxies, name="classifier")
     bt, bt_info = bt_proxies(generator, gold, cfg, log)
     families = {"classifier": Family(classifiers, []),  # log-probs share units: raw
@@ -206,14 +283,15 @@ def run(generator, judge: torch.nn.Module, classifier_proxies: list[Reward], cfg
     bon_pools = []  # one pool of N unsteered samples per seed, shared by both families
     for s in range(cfg.seeds):
         x = pool(generator, cfg.bon_pool, cfg.target, 1000 + s, cfg.batch)
-        bon_pools.append((x, score_all(gold, x, cfg.target, cfg.batch)["gold"]))
+        bon_pools.append((x, score_all(gold, x, cfg.target, cfg.batch)["gold"], judge_hits(judges, x, cfg.target,
+                                                                                            cfg.batch)))
     for fam_name, family in families.items():
         calib["members"] = score_all(family.ensemble, calib_x, cfg.target, cfg.batch)
         log(stage="best_of_n", family=fam_name, seconds=round(time.time() - start, 1))
         bon = best_of_n_curves(bon_pools, family, calib, cfg)
         log(stage="reno", family=fam_name, seconds=round(time.time() - start, 1))
         results["families"][fam_name] = {"info": family.info, "best_of_n": bon,
-                                         "reno": reno_curves(generator, family, gold, calib, cfg)}
+                                         "reno": reno_curves(generator, family, gold, calib, cfg, judges)}
     results["seconds"] = round(time.time() - start, 1)
     write_report(results, out_dir)
     log(stage="done", seconds=results["seconds"], out=str(out_dir))
