@@ -164,3 +164,14 @@ def test_benchmark_quick(tmp_path):
     assert rows[0]["cost_ratio"] == 1.0 and all(r["cost_ratio"] > 0 for r in rows)
     assert all(0 <= r["judges_agree"] <= 1 and "mnist-judge" in r["judge_accuracy"] for r in rows)
     assert "robust_rewards.py --quick" in doc.read_text()
+
+
+def test_docs_ensembles_robust_example_runs():
+    """The hacking-resistant reward example in docs/ensembles.md runs as written."""
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).parents[1] / "docs" / "ensembles.md"
+    section = doc.read_text().split("## Hacking-resistant rewards and independent judges")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, str(doc), "exec"), {})

@@ -106,11 +106,14 @@ def test_benchmark_quick_mode_writes_table_plot_and_verdict(tmp_path):
                        str(tmp_path / "p.json"), "--doc", str(tmp_path / "p.md")])
     finally:
         torch.set_num_threads(threads)
+    import re
+
     text = (tmp_path / "p.md").read_text()
-    assert "| 2 | fk_max |" in text and "FK beats best-of-N on the held-out judge at" in text
-    assert "DAS beats best-of-N on the proxy reward at" in text
+    assert re.search(r"^\| \d+ \| fk_max \| \d+ \|", text, re.M)  # a table row per method and K
+    for method in ("fk_max", "das", "svdd"):  # one all-judges verdict per method and K, yes or no
+        assert re.search(rf"^- {method} beats best_of_n at K = \d+ \(\d+ vs \d+ NFE/output\) under all judges: "
+                         r"(yes|no) \(", text, re.M), method
     assert (tmp_path / "p.png").stat().st_size > 1000
-    assert "SVDD beats best-of-N on the held-out judge at" in text
     rows = json.loads((tmp_path / "p.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"best_of_n", "fk_max", "das", "svdd"}
     bench["main"](["--render", str(tmp_path / "p.json"), "--doc", str(tmp_path / "again.md")])  # report only

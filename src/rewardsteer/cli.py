@@ -90,7 +90,7 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
               help="the digit the classifier rewards score (log p(class | image))")
 @click.option("--condition", default="none", show_default=True,
               help="what the generator is asked for: none (any digit: the most room to steer), class (= --class) or 0-9")
-@click.option("--reward", "rewards", multiple=True, default=["proxies"], show_default=True,
+@click.option("--reward", "rewards", multiple=True, default=["proxies-mixed"], show_default=True,
               help="reward spec, repeatable (mean of all): proxies[:k], proxies-mixed (CNN + MLP), proxy:mnist-proxy-0, "
                    "mnist-judge")
 @click.option("--heldout", "heldouts", multiple=True, default=["judges"], show_default=True,

@@ -55,6 +55,14 @@ def mixture_weights(code: torch.Tensor, temperature: float = MIXTURE_TEMPERATURE
     return torch.nn.functional.pad(torch.softmax(logits, dim=1), (0, 1))  # (B, 11)
 
 
+def split_code(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image, class code) of a (B, 2, H, W) state; any other state (a 1-channel image, a toy's vectors) has
+    no code."""
+    if x.ndim == 4 and x.shape[1] == 2:
+        return x[:, :1], x[:, 1:]
+    return x, None
+
+
 class FlowSampler(Sampler):
     """DDIM-style sampler (Song et al. 2021) on the rectified-flow path, with classifier-free guidance.
 
@@ -94,22 +102,23 @@ class FlowSampler(Sampler):
 
     def predict_x0(self, x, i, cond):
         t = self.time(i)
-        image, code = x[:, :1], x[:, 1:] if x.shape[1] > 1 else None
+        image, code = split_code(x)
         x0 = image + (1 - t) * self.velocity(image, t, cond, code)
         return x0 if code is None else torch.cat([x0, code], dim=1)
 
     def transition(self, x, i, x0_pred):
         t, s = self.time(i), self.time(i + 1)
-        eps = (x[:, :1] - t * x0_pred[:, :1]) / (1 - t)  # ε̂ implied by the x0-prediction
+        (image, code), (x0, _) = split_code(x), split_code(x0_pred)
+        eps = (image - t * x0) / (1 - t)  # ε̂ implied by the x0-prediction
         c_x0, c_eps, std = ddim_posterior(t, 1 - t, s, 1 - s, self.eta)
-        mean = c_x0 * x0_pred[:, :1] + c_eps * eps
-        if x.shape[1] == 1:
+        mean = c_x0 * x0 + c_eps * eps
+        if code is None:
             return mean, x.new_tensor(std)
         # the class code rides along unchanged: mean = code, std = 0 on its channel
-        return torch.cat([mean, x[:, 1:]], dim=1), x.new_tensor([std, 0.0]).view(1, 2, 1, 1)
+        return torch.cat([mean, code], dim=1), x.new_tensor([std, 0.0]).view(1, 2, 1, 1)
 
     def decode(self, x):
-        return ((x[:, :1].clamp(-1, 1) + 1) / 2).to(x.dtype)
+        return ((split_code(x)[0].clamp(-1, 1) + 1) / 2).to(x.dtype)
 
 
 class OneStepUNet(OneStepGenerator):

@@ -64,10 +64,11 @@ DEFAULT_ROBUST = "default"  # the EOT preset of the CLI's and demo's reward (doc
 
 
 def default_reward(target: int | None = None) -> Reward:
-    """The CLI's and demo's reward: the 5-proxy ensemble averaged over random shifts, rotations, zooms and
-    pixel noise (EOT, Athalye et al. 2018; `rewardsteer.robust`), which measurably keeps gradient steering
-    from fooling the proxies alone (docs/benchmarks/robust_rewards.md)."""
-    return robust(proxy_ensemble(target=target), DEFAULT_ROBUST)
+    """The CLI's and demo's reward: the mixed-family proxies (3 CNN + 3 pixel MLP) averaged over random
+    shifts, rotations, zooms and pixel noise (EOT, Athalye et al. 2018; `rewardsteer.robust`). Measured under
+    ReNO against independent judges: the judges' accuracies within 1.2 points of each other, against 26 points
+    for the CNN proxies alone (docs/benchmarks/robust_rewards.md)."""
+    return robust(mixed_proxy_ensemble(target=target), DEFAULT_ROBUST)
 
 
 GENERATORS = ("mnist-onestep", "mnist-flow")

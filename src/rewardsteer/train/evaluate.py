@@ -181,10 +181,15 @@ def models_markdown(report: dict, weights_dir: Path, previous: dict | None = Non
         what = f"{t.get('steps', '?')} steps" + (f", {t['epochs']} epochs" if "epochs" in t else "")
         card_rows.append(f"| `{c['name']}` | {c['architecture']['parameters'] / 1e6:.2f}M | {c['size_mb']} MB | "
                          f"{c['data'].get('subset', c['data']['dataset'])} | {what}, seed {t.get('seed', 0)} | "
-                         f"{t['wall_seconds'] / 60:.1f} min | `{c['command']}` |")
+                         f"{_wall_seconds(c) / 60:.1f} min | `{c['command']}` |")
     accs = [f"`{k.split()[0]}` {v:.2%}" for k, v in report.items() if not isinstance(v, dict)]
     return MODELS_DOC.format(conditional="\n".join(cond), unconditional="\n".join(free), cards="\n".join(card_rows),
                              accs=", ".join(accs))
+
+
+def _wall_seconds(card: dict) -> float:
+    """Training wall time: the generators' cards keep it under training, the judges' under metrics."""
+    return card["training"].get("wall_seconds", card.get("metrics", {}).get("wall_seconds", 0.0))
 
 
 def unconditional_header() -> str:

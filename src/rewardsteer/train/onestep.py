@@ -1,8 +1,8 @@
 """Distil `mnist-onestep` from `mnist-flow`: reflow pairs, then direct regression (Liu et al. 2023).
 
-1. Draw pairs (z, x) with x = ODE_sampler(z, c) from the flow (deterministic, so z -> x is a map): a
-   fraction `--uncond-fraction` unconditional (null class, no guidance), the rest class-balanced with
-   classifier-free guidance baked in.
+1. Draw pairs (z, x) with x = ODE_sampler(z, c) from the flow (deterministic, so z -> x is a map): one
+   pair in 11 with the null class (no guidance), the rest class-balanced with classifier-free guidance
+   baked in. (The unconditional prior used at sampling time is the class mixture: see `flow`.)
 2. Initialise G from the flow UNet (at t = 0 it already predicts the class-mean image from z), or from an
    earlier one-step model (`--init`), and regress G(z, c) = z + u(z, 0, c) onto x with a squared error.
 The pairs are cached beside the checkpoint, so `--resume` after a kill skips straight to the regression.
@@ -24,12 +24,6 @@ from ..nets import UNet
 from .common import EMA, Batches, Checkpoint, Logger, command_line, optimizer_step, save_model, seed_everything
 
 
-def pair_labels(n: int, uncond_fraction: float) -> torch.Tensor:
-    """(n,) classes: the first round(n·fraction) the null class, the rest cycling through 0..9."""
-    n_uncond = round(n * uncond_fraction)
-    return torch.cat([torch.full((n_uncond,), NULL_CLASS), torch.arange(n - n_uncond) % 10])
-
-
 @torch.no_grad()
 def reflow_pairs(sampler: FlowSampler, y: torch.Tensor, gen: torch.Generator, batch: int = 250):
     """(noise, class, endpoint) triples for the classes y, endpoints in model space [-1, 1]; the null class
@@ -47,7 +41,6 @@ def reflow_pairs(sampler: FlowSampler, y: torch.Tensor, gen: torch.Generator, ba
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--pairs", type=int, default=12_000)
-    p.add_argument("--uncond-fraction", type=float, default=1 / 11)
     p.add_argument("--ode-steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--steps", type=int, default=1200)
@@ -77,7 +70,7 @@ def main(argv=None):
         gen.set_state(gen_state)
         pair_seconds = float(cached["seconds"])
     else:
-        y = pair_labels(a.pairs, a.uncond_fraction)
+        y = torch.arange(a.pairs) % 11  # 10 = the null class
         z, y, x = reflow_pairs(FlowSampler(teacher, a.ode_steps, a.guidance, eta=0.0), y, gen)
         pair_seconds = time.time() - start
         pairs_path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,10 +102,9 @@ def main(argv=None):
         if ckpt.due() or step == a.steps - 1:
             ckpt.save(step, student, ema, opt, sched, gen, order, {"regress_seconds": time.time() - regress_start})
     regress_seconds = time.time() - regress_start
-    uncond = f"{a.uncond_fraction:.0%} unconditional (null class, no guidance)"
     card = {"kind": "onestep", "teacher": "mnist-flow",
             "data": {"dataset": f"{a.pairs} reflow pairs from mnist-flow ({a.ode_steps}-step ODE, "
-                                f"guidance {a.guidance}), {uncond}, the rest classes balanced",
+                                f"guidance {a.guidance}), classes balanced, 1 in 11 unconditional",
                      "license": "derived from MNIST (CC BY-SA 3.0)"},
             "training": {"objective": "reflow pairs + direct regression ||z + u(z,0,c) - ODE(z,c)||^2",
                          "init": a.init or "teacher", "steps": a.steps, "batch": a.batch, "lr": a.lr, "ema": 0.995,
