@@ -18,11 +18,11 @@ def demo_samples(per_class: int = 8, flow_steps: int = 20, seed: int = 0):
     unconditionally (cond=None: the prior that steering starts from), on the same noise."""
     labels = torch.arange(10).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn((labels.numel(), 1, 28, 28), generator=g)
     flow, onestep = models.flow_sampler(flow_steps, eta=0.0), models.onestep()
-    return {"mnist-flow": (flow.sample(z, labels), labels), "mnist-onestep": (onestep(z, labels), labels),
+    z = flow.sample_noise(labels.numel(), g)  # (N, 2, 28, 28): image noise and the prior's class code
+    return {"mnist-flow": (flow.sample(z, labels), labels), "mnist-onestep": (onestep(z[:, :1], labels), labels),
             "mnist-flow-unconditional": (flow.sample(z, None), None),
-            "mnist-onestep-unconditional": (onestep(z, None), None)}
+            "mnist-onestep-unconditional": (onestep(z[:, :1], None), None)}
 
 
 def run_demo(out: Path, target: int = 8, iters: int = 30) -> list[str]:
