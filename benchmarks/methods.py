@@ -29,7 +29,7 @@ import rewardsteer as rs
 from rewardsteer import models
 from rewardsteer.errors import RewardsteerError
 from rewardsteer.overopt import available_judges, judge_rewards
-from rewardsteer.overopt_report import ALL_JUDGES_RULE, judges_verdict, mean_sd
+from rewardsteer.overopt_report import ALL_JUDGES_RULE, add_result, judge_columns, judges_verdict, mean_sd
 
 METHODS = ("best_of_n", "random_search", "zero_order_search", "reno")
 REWARDS = {"default": "the CLI's default reward `models.default_reward`: the mixed-family proxies (3 CNN + 3 "
@@ -41,22 +41,15 @@ REWARDS = {"default": "the CLI's default reward `models.default_reward`: the mix
 
 
 def make_reward(kind: str, target: int):
-    """The optimized reward for one class; the newer kinds are looked up only when asked for."""
+    """The optimized reward for one class."""
     if kind == "default":
         return models.default_reward(target)
     if kind == "proxies":
         return models.proxy_ensemble(target=target)
     if kind == "mixed":
-        mixed = getattr(models, "mixed_proxy_ensemble", None)
-        if mixed is None:
-            raise RewardsteerError("--reward mixed needs models.mixed_proxy_ensemble, which this version lacks")
-        return mixed(target=target)
+        return models.mixed_proxy_ensemble(target=target)
     if kind == "robust":
-        try:
-            from rewardsteer.robust import robust
-        except ImportError as e:
-            raise RewardsteerError(f"--reward robust needs rewardsteer.robust ({e})") from None
-        return robust(models.proxy_ensemble(target=target), seed=target)
+        return rs.robust(models.proxy_ensemble(target=target), seed=target)
     raise RewardsteerError(f"unknown --reward '{kind}'; available: {', '.join(REWARDS)}")
 
 
@@ -95,26 +88,14 @@ def measure(a, gen, judge_nets: dict) -> list[dict]:
                     results = outputs(method, nfe, gen, reward, heldout, seed, a.per_class)
                     spent["seconds"] += time.perf_counter() - start
                     for r in results:
-                        parts["proxy"].append(r.scores.float())
-                        parts["judges_agree"].append(r.heldout_scores["judges_agree"])
-                        for j in judge_nets:
-                            parts[f"{j}/acc"].append(r.heldout_scores[f"{j}/acc"])
-                            parts[f"{j}/logp"].append(r.heldout_scores[j])
-                        spent["nfe"] += r.spent["nfe"]
-                        spent["backward"] += r.spent["backward"]
-                        spent["n"] += r.samples.shape[0]
+                        add_result(parts, spent, r, judge_nets)
                 for k, v in parts.items():
                     seeds[k].append(float(torch.cat(v).mean()))
             n = spent["n"]
             row = {"nfe_budget": nfe, "method": method, "outputs": n, "nfe_per_output": spent["nfe"] / n,
                    "backward_per_output": spent["backward"] / n, "seconds_per_output": spent["seconds"] / n}
             row["proxy"], row["proxy_sd"] = mean_sd(seeds["proxy"])
-            row["judges"] = {}
-            for j in judge_nets:
-                acc, acc_sd = mean_sd(seeds[f"{j}/acc"])
-                logp, logp_sd = mean_sd(seeds[f"{j}/logp"])
-                row["judges"][j] = {"acc": acc, "acc_sd": acc_sd, "logp": logp, "logp_sd": logp_sd}
-            row["judges_agree"], row["judges_agree_sd"] = mean_sd(seeds["judges_agree"])
+            row.update(judge_columns(seeds, judge_nets))
             row["per_seed"] = seeds
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "per_seed"}), flush=True)

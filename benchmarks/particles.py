@@ -33,7 +33,7 @@ from rewardsteer.errors import RewardsteerError
 from rewardsteer.flow import FlowSampler, UnrolledSampler
 from rewardsteer.nets import Classifier, UNet
 from rewardsteer.overopt import available_judges, judge_rewards
-from rewardsteer.overopt_report import ALL_JUDGES_RULE, judges_verdict, mean_sd
+from rewardsteer.overopt_report import ALL_JUDGES_RULE, add_result, judge_columns, judges_verdict, mean_sd
 from rewardsteer.rewards import ClassifierReward, Ensemble
 
 METHODS = ["best_of_n", "fk_max", "fk_diff", "fk_sum", "fk_current", "das", "svdd", "reno"]
@@ -220,26 +220,14 @@ def measure(a) -> tuple[list[dict], list[str], list[str]]:
                     start = time.perf_counter()
                     r = run_method(method, k, sampler, unrolled, proxies, heldout, cond, len(labels), seed, a.chunk)
                     spent["seconds"] += time.perf_counter() - start
-                    parts["proxy"].append(r.scores.float())
-                    parts["judges_agree"].append(r.heldout_scores["judges_agree"])
-                    for j in judges:
-                        parts[f"{j}/acc"].append(r.heldout_scores[f"{j}/acc"])
-                        parts[f"{j}/logp"].append(r.heldout_scores[j])
-                    spent["nfe"] += r.spent["nfe"]
-                    spent["backward"] += r.spent["backward"]
-                    spent["n"] += r.samples.shape[0]
+                    add_result(parts, spent, r, judges)
                 for key, v in parts.items():
                     seeds[key].append(float(torch.cat(v).mean()))
             n = spent["n"]
             row = {"budget": k, "method": method, "outputs": n, "nfe_per_output": spent["nfe"] / n,
                    "backward_per_output": spent["backward"] / n, "seconds_per_output": spent["seconds"] / n}
             row["proxy"], row["proxy_std"] = mean_sd(seeds["proxy"])
-            row["judges"] = {}
-            for j in judges:
-                acc, acc_sd = mean_sd(seeds[f"{j}/acc"])
-                logp, logp_sd = mean_sd(seeds[f"{j}/logp"])
-                row["judges"][j] = {"acc": acc, "acc_sd": acc_sd, "logp": logp, "logp_sd": logp_sd}
-            row["judges_agree"], row["judges_agree_sd"] = mean_sd(seeds["judges_agree"])
+            row.update(judge_columns(seeds, judges))
             row["per_seed"] = seeds
             rows.append(row)
             print(json.dumps({key: v for key, v in row.items() if key != "per_seed"}), flush=True)

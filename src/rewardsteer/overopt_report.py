@@ -220,3 +220,27 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
 
 def _nan_safe(obj):
     return None if isinstance(obj, float) and math.isnan(obj) else repr(obj)
+
+
+def add_result(parts: dict, spent: dict, result, judges) -> None:
+    """Append one Result's proxy scores, each judge's hits and log p, and judges-agree to `parts` (lists of
+    tensors per column), and its cost to `spent` (the benchmarks' per-seed accumulation)."""
+    parts["proxy"].append(result.scores.float())
+    parts["judges_agree"].append(result.heldout_scores["judges_agree"])
+    for j in judges:
+        parts[f"{j}/acc"].append(result.heldout_scores[f"{j}/acc"])
+        parts[f"{j}/logp"].append(result.heldout_scores[j])
+    spent["nfe"] += result.spent["nfe"]
+    spent["backward"] += result.spent["backward"]
+    spent["n"] += result.samples.shape[0]
+
+
+def judge_columns(seeds: dict, judges) -> dict:
+    """Per judge accuracy and log p, and judges agree, as mean ± sd over the per-seed means in `seeds`."""
+    out = {"judges": {}}
+    for j in judges:
+        acc, acc_sd = mean_sd(seeds[f"{j}/acc"])
+        logp, logp_sd = mean_sd(seeds[f"{j}/logp"])
+        out["judges"][j] = {"acc": acc, "acc_sd": acc_sd, "logp": logp, "logp_sd": logp_sd}
+    out["judges_agree"], out["judges_agree_sd"] = mean_sd(seeds["judges_agree"])
+    return out

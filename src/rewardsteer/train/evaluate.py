@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..data import load_mnist
-from ..evaluation import auroc, class_metrics, judge_outputs, prior_metrics, probabilities
+from ..evaluation import auroc, class_metrics, frechet_distance, judge_outputs, prior_metrics, probabilities
 from ..flow import FlowSampler, OneStepUNet
 from ..hub import WEIGHTS_DIR, load_network
 from ..models import HELDOUT_JUDGES, realism_monitor
@@ -66,7 +66,7 @@ def evaluate(n_per_class: int = 100, seed: int = 0, weights_dir: Path = WEIGHTS_
     def unconditional(images, seconds):
         feats, _ = judge_outputs(judge, images)
         r = realism(images)
-        return {**prior_metrics(judges, images), "frechet_judge": frechet(feats, test_feats),
+        return {**prior_metrics(judges, images), "frechet_judge": frechet_distance(feats, test_feats),
                 "realism_mean": float(r.mean()), "realism_auroc_real_vs_samples": auroc(real_realism, r),
                 "n": len(images), "seconds": round(seconds, 1)}
 
@@ -124,12 +124,6 @@ def evaluate(n_per_class: int = 100, seed: int = 0, weights_dir: Path = WEIGHTS_
         (docs / "models-eval.json").write_text(json.dumps(report, indent=2) + "\n")
         (docs / "models.md").write_text(models_markdown(report, weights_dir))
     return report
-
-
-def frechet(a, b):
-    from ..evaluation import frechet_distance
-
-    return frechet_distance(a, b)
 
 
 def bars_met(m: dict) -> bool:
