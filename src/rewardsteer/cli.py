@@ -83,7 +83,9 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
 
 
 @cli.command(cls=RunCommand)
-@click.option("--model", default="mnist-onestep", show_default=True, help="mnist-onestep or mnist-flow")
+@click.option("--model", default="mnist-onestep", show_default=True,
+              help="mnist-onestep, mnist-flow, or moses-mdlm (molecules: --reward qed|neg_sa|logp|penalized_logp|"
+                   "qed_sa_mw, --method svdd|fk|best_of_n; see docs/molecules.md)")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
               help="ODE steps when --model mnist-flow (unrolled, checkpointed)")
 @click.option("--class", "target", type=click.IntRange(0, 9), default=7, show_default=True,
@@ -160,6 +162,10 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
 
     budget = Budget(max_nfe, max_backward, max_reward_calls, max_seconds)
     ctx = click.get_current_context()
+    if model == "moses-mdlm":
+        return _molecule_run(ctx, method, rewards, heldouts, steps, n, particles, budget, seed, out, progress,
+                             dict(potential=potential, lam=lam, alpha=alpha, interval=interval,
+                                  ess_threshold=ess_threshold, resampling=resampling))
     if pipeline is not None:  # a diffusers pipeline steered toward transformers rewards (rewardsteer.hf)
         if aggregate or standardize or ctx.get_parameter_source("robust") != click.core.ParameterSource.DEFAULT:
             raise RewardsteerError("--aggregate/--standardize/--robust are not wired for --pipeline yet")
@@ -208,6 +214,39 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
     for line in summary_lines(result):
         click.echo(line)
     click.echo(f"wrote {paths['grid']}, {paths['trace']}, {paths['result']}")
+    if result.stopped == "interrupted":
+        sys.exit(130)
+
+
+def _molecule_run(ctx, method, rewards, heldouts, steps, n, particles, budget, seed, out, progress, knobs):
+    """--model moses-mdlm: steer masked diffusion over molecules toward RDKit rewards (rewardsteer.molecules)."""
+    from .molecules import DEFAULT_STEPS, steer
+    from .molecules.report import write_molecule_report
+    from .report import summary_lines
+
+    default = click.core.ParameterSource.DEFAULT
+    for name in ("robust", "aggregate", "standardize", "pipeline", "condition"):
+        if ctx.get_parameter_source(name) != default:
+            raise RewardsteerError(f"--{name} is an image option; molecule runs take --reward, --heldout, --method")
+    rewards = [steer.DEFAULT_REWARD] if ctx.get_parameter_source("rewards") == default else list(rewards)
+    heldouts = [steer.DEFAULT_HELDOUT] if ctx.get_parameter_source("heldouts") == default else list(heldouts)
+    steps = DEFAULT_STEPS if ctx.get_parameter_source("steps") == default else steps
+    if ctx.get_parameter_source("method") == default:
+        method = "svdd"
+    sampler, call = steer.setup(method, rewards, heldouts, steps, n, particles, knobs,
+                                dict(budget=budget, seed=seed, progress=progress))
+    try:
+        result = call()
+    except Exception as e:
+        partial = getattr(e, "partial_result", None)
+        if partial is not None:
+            write_molecule_report(partial, sampler.vocab, out)
+            click.echo(f"partial result saved to {out}", err=True)
+        raise
+    paths = write_molecule_report(result, sampler.vocab, out)
+    for line in summary_lines(result):
+        click.echo(line)
+    click.echo(f"wrote {paths['smiles']}, {paths['table']}, {paths['grid']}, {paths['result']}")
     if result.stopped == "interrupted":
         sys.exit(130)
 
@@ -310,6 +349,44 @@ def _ensemble_options(reward, heldout, gen, target, aggregate, standardize):
         heldout["realism"] = realism_monitor()
         heldout["diversity"] = diversity_monitor()
     return reward, heldout
+
+
+@cli.command("score-smiles")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--reward", "rewards", multiple=True, default=["qed"], show_default=True,
+              help="molecule reward, repeatable: qed, neg_sa, logp, penalized_logp, sa_ok, mw_ok, qed_sa_mw")
+@click.option("--skip-invalid", is_flag=True, help="skip invalid SMILES (their lines listed) instead of stopping")
+@click.option("--check-model/--no-check-model", default=True, show_default=True,
+              help="also check that every molecule fits moses-mdlm's tokens and context")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="write a CSV of properties and rewards")
+def score_smiles(path, rewards, skip_invalid, check_model, out):
+    """Score a SMILES file (one molecule per line) with RDKit oracles; print each reward's mean."""
+    import csv
+
+    from .hub import model_card
+    from .molecules.data import Vocabulary, read_smiles_file
+    from .molecules.report import TABLE, property_rows
+    from .molecules.rewards import score_smiles as score
+    from .molecules.steer import check_names
+
+    check_names("svdd", list(rewards), [])
+    smiles, skipped = read_smiles_file(path, "skip" if skip_invalid else "stop")
+    if skipped:
+        click.echo(f"skipped {len(skipped)} invalid line(s): {', '.join(map(str, skipped[:20]))}", err=True)
+    if not smiles:
+        raise RewardsteerError(f"{path}: no valid SMILES to score")
+    if check_model:  # an unknown token or a molecule longer than the context: one line naming it
+        Vocabulary(**model_card("moses-mdlm")["vocabulary"]).encode(smiles)
+    scores = {name: score(name, smiles) for name in rewards}
+    for name, v in scores.items():
+        click.echo(f"{name}: mean {sum(v) / len(v):.4f}, min {min(v):.4f}, max {max(v):.4f} over {len(v)} molecules")
+    if out is not None:
+        with Path(out).open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=(*TABLE, *rewards), restval="")
+            writer.writeheader()
+            for i, row in enumerate(property_rows(smiles)):
+                writer.writerow({**row, **{k: round(v[i], 4) for k, v in scores.items()}})
+        click.echo(f"wrote {out}")
 
 
 @cli.command("train-reward")

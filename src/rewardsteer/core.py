@@ -49,6 +49,56 @@ class OneStepGenerator(torch.nn.Module):
         return torch.randn((n, *self.noise_shape), generator=generator, device=generator.device).to(device, dtype)
 
 
+class Transition:
+    """The law of x_{i+1} given x_i: what the particle methods need of one sampler step, in either world.
+
+    `draw_noise(generator)` draws the step's randomness (Gaussian ε, or uniforms for categorical steps);
+    `sample(noise)` is a deterministic function of it (noise None: the mean / the unchanged state), so a
+    particle's path is reproducible; `log_prob(x_next)` is per sample (N,); `repeat(m)` gives the law of m
+    independent copies of each row (candidates, rows repeated m times in place).
+    """
+
+    deterministic: bool
+
+    def draw_noise(self, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, noise: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, x_next: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def repeat(self, m: int) -> Transition:
+        raise NotImplementedError
+
+
+def _repeat_rows(t: torch.Tensor, m: int) -> torch.Tensor:
+    """Rows repeated m times in place; a tensor without a per-row dim (a shared std) stays as it is."""
+    return t if t.ndim == 0 or t.shape[0] == 1 else t.repeat_interleave(m, 0)
+
+
+class GaussianTransition(Transition):
+    """x_{i+1} ~ N(mean, std²) elementwise; std broadcasts to mean and is 0 on a deterministic step."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor | float):
+        self.mean, self.std = mean, torch.as_tensor(std, dtype=mean.dtype, device=mean.device)
+        self.deterministic = not bool((self.std > 0).any())
+
+    def draw_noise(self, generator):
+        return torch.randn(self.mean.shape, generator=generator, device=generator.device).to(self.mean)
+
+    def sample(self, noise):
+        return self.mean if noise is None else self.mean + self.std * noise
+
+    def log_prob(self, x_next):
+        z = (x_next - self.mean) / self.std
+        return (-0.5 * z**2 - self.std.log() - 0.5 * math.log(2 * math.pi)).expand_as(x_next).flatten(1).double().sum(1)
+
+    def repeat(self, m):
+        return GaussianTransition(self.mean.repeat_interleave(m, 0), _repeat_rows(self.std, m))
+
+
 @dataclass
 class StepOutput:
     """One transition x_i -> x_{i+1} of a stochastic sampler: x_next ~ N(mean, std²)."""
@@ -60,22 +110,34 @@ class StepOutput:
 
 
 class Sampler(torch.nn.Module):
-    """A multi-step sampler exposing, per step, the x0-prediction and a Gaussian transition.
+    """A multi-step sampler exposing, per step, the x0-prediction and the law of the transition.
 
-    Step i (0-based, `num_steps` in all) maps x_i -> x_{i+1}; x_0 is pure noise, x_{num_steps} the sample.
-    The step noise is passed in explicitly so every particle is reproducible. `decode` maps model space to
-    samples in [0, 1] (identity scaling for pixels, a VAE for latents).
+    Step i (0-based, `num_steps` in all) maps x_i -> x_{i+1}; x_0 is the start (Gaussian noise, or all
+    [mask] tokens), x_{num_steps} the sample. The step noise is passed in explicitly so every particle is
+    reproducible. `decode` maps model space to samples (images in [0, 1]; token ids for sequences).
+    Gaussian samplers implement `transition` (mean, std); others override `distribution` and
+    `initial_state`. The particle methods use only `initial_state`, `predict_x0`, `distribution`, `decode`.
     """
 
     num_steps: int
     state_shape: tuple[int, ...]
+    continuous: bool = True  # False for token states: no gradient with respect to the state
 
     def predict_x0(self, x: torch.Tensor, i: int, cond: Any) -> torch.Tensor:  # one NFE per sample
         raise NotImplementedError
 
     def transition(self, x: torch.Tensor, i: int, x0_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of x_{i+1} given x_i and the x0-prediction."""
+        """Mean and std of x_{i+1} given x_i and the x0-prediction (Gaussian samplers)."""
         raise NotImplementedError
+
+    def distribution(self, x: torch.Tensor, i: int, x0_pred: torch.Tensor) -> Transition:
+        """The law of x_{i+1} given x_i and the x0-prediction."""
+        return GaussianTransition(*self.transition(x, i, x0_pred))
+
+    def initial_state(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n draws of x_0 on the sampler's device: standard Gaussian noise of `state_shape`."""
+        ref = next(iter((*self.parameters(), *self.buffers())), torch.zeros(()))
+        return torch.randn((n, *self.state_shape), generator=generator, device=generator.device).to(ref.device, ref.dtype)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -94,13 +156,11 @@ class Sampler(torch.nn.Module):
 
     def sample(self, noise: torch.Tensor, cond: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Run every step from `noise` (x_0) and decode; fresh step noise comes from `generator` wherever a
-        step's std is > 0 (so a deterministic sampler needs no generator)."""
+        step is stochastic (so a deterministic sampler needs no generator)."""
         x = noise
         for i in range(self.num_steps):
-            out = self.step(x, i, cond, None)
-            x = out.mean
-            if bool((out.std > 0).any()):
-                x = x + out.std * torch.randn(x.shape, generator=generator, device=generator.device).to(x)
+            dist = self.distribution(x, i, self.predict_x0(x, i, cond))
+            x = dist.sample(None if dist.deterministic else dist.draw_noise(generator))
         return self.decode(x)
 
 

@@ -11,13 +11,15 @@ from safetensors.torch import load_file
 
 from .errors import UnknownNameError, WeightsError
 from .judges import RealismIndex, RFFClassifier, ViTClassifier
+from .molecules.mdlm import MaskedDiffusionTransformer
 from .nets import Classifier, MLPClassifier, UNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", "mnist-judge-vit", "mnist-judge-rff",
-           *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism")
+           *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism", "moses-mdlm")
 _ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier, "MLPClassifier": MLPClassifier,
-                  "ViTClassifier": ViTClassifier, "RFFClassifier": RFFClassifier, "RealismIndex": RealismIndex}
+                  "ViTClassifier": ViTClassifier, "RFFClassifier": RFFClassifier, "RealismIndex": RealismIndex,
+                  "MaskedDiffusionTransformer": MaskedDiffusionTransformer}
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -37,7 +39,7 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def model_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
-    if name not in BUNDLED:
+    if name not in BUNDLED and weights_dir == WEIGHTS_DIR:
         raise UnknownNameError("model", name, BUNDLED)
     path = weights_dir / f"{name}.json"
     if not path.is_file():

@@ -21,29 +21,11 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .core import Reward
+from .nets import TransformerBlock
 
 MNIST_SHAPE = (1, 28, 28)
-
-
-class _Block(nn.Module):
-    """Pre-norm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, dim: int, heads: int, mlp: int):
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d / heads)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, n, d))
-        return x + self.mlp(self.norm2(x))
 
 
 class ViTClassifier(nn.Module):
@@ -62,7 +44,7 @@ class ViTClassifier(nn.Module):
         self.embed = nn.Conv2d(1, dim, patch, stride=patch)  # one linear map per non-overlapping patch
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
-        self.blocks = nn.Sequential(*(_Block(dim, heads, mlp) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, heads, mlp) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 

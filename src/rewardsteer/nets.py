@@ -149,3 +149,21 @@ class MLPClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(images)))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm Transformer block (Vaswani et al. 2017): x + MHA(LN(x)), then x + MLP(LN(x)); bidirectional."""
+
+    def __init__(self, dim: int, heads: int, mlp: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d / heads)
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.norm2(x))

@@ -56,6 +56,9 @@ def das(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: in
     for the final samples.
     """
     check_alpha(alpha)
+    if not getattr(sampler, "continuous", True):
+        raise RewardsteerError(f"das needs the reward's gradient with respect to a continuous state; "
+                               f"{type(sampler).__name__} samples tokens: use fk_steering or svdd")
     if not gamma > 0:
         raise RewardsteerError(f"gamma must be > 0 (tempering λ_i = min((1+γ)^i − 1, 1)), got {gamma}")
     kernel = DASKernel(float(alpha), float(gamma), sampler.num_steps)

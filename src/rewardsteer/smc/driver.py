@@ -1,6 +1,7 @@
 """The particle loop FK steering, DAS and best-of-N over trajectories share, and the pieces SVDD reuses.
 
-Notation: a `Sampler` step i maps x_i -> x_{i+1} ~ N(m_i, s_i²) with m_i from the x0-prediction x̂0(x_i);
+Notation: a `Sampler` step i maps x_i -> x_{i+1} ~ p(· | x_i, x̂0(x_i)), its `distribution`: N(m_i, s_i²) for
+Gaussian samplers, the unmasking law for masked discrete diffusion (`masked`), one loop for both;
 r_i = r(decode(x̂0(x_i))) on "scored" steps. A kernel defines a twist log φ_i per particle (it may depend
 on the particle's path) and optionally a guided proposal q = N(m_i + s_i²·c_i·∇_{x_i} r_i, s_i²). The loop
 is twisted SMC (Wu et al. 2023, "Practical and asymptotically exact conditional sampling in diffusion
@@ -147,8 +148,8 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
     chunk = b * k if chunk is None else chunk
     check_positive(chunk=chunk)
     rng = as_generator(seed, ref.device)
-    # 1. x_0 ~ N(0, I): (B, K, *state) particles, one noise stream for the run
-    x = torch.randn((b, k, *sampler.state_shape), generator=rng, device=rng.device).to(ref.device, ref.dtype)
+    # 1. x_0 (Gaussian noise, or all [mask] tokens): (B, K, *state) particles, one noise stream for the run
+    x = sampler.initial_state(b * k, rng).unflatten(0, (b, k))
     resample_rng = as_generator(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
     cond_flat = expand_cond(cond, b, k)
     meter, weights = Meter(budget, ref.device), Weights(b, k, ref.device)
@@ -192,7 +193,7 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
                 return reason
             flat = st.x.flatten(0, 1)  # (B·K, *state)
             out = evaluate(sampler, reward, flat, i, cond_flat, meter, chunk, scored, scored and kernel.need_grad)
-            x0 = out.x0.view_as(st.x)  # (B, K, *state)
+            x0 = out.x0.unflatten(0, (b, k))  # (B, K, ...): x̂0 per particle
             grad = out.grad.view_as(st.x) if out.grad is not None else None
             if scored:
                 r = out.r.view(b, k)
@@ -212,15 +213,16 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
                     st.carry = {key: take(v, idx) for key, v in st.carry.items()}
                 if stop:
                     return "callback"
-            # 4. propose x_{i+1} = m_i + s_i²·c_i·∇r + s_i·ε, weighting by p/q where guided
-            mean, std = sampler.transition(st.x.flatten(0, 1), i, x0.flatten(0, 1))
-            eps = torch.randn(mean.shape, generator=rng, device=rng.device).to(mean)
+            # 4. propose x_{i+1} from the sampler's transition; where guided (Gaussian steps only)
+            #    x_{i+1} = m_i + s_i²·c_i·∇r + s_i·ε, weighted by p/q
+            dist = sampler.distribution(st.x.flatten(0, 1), i, x0.flatten(0, 1))
+            eps = dist.draw_noise(rng)
             if grad is not None and kernel.guidance(i) != 0:
                 h = kernel.guidance(i) * grad.flatten(0, 1)
-                nxt = mean + std**2 * h + std * eps
-                weights.add(log_p_over_q(eps, std, h).view(b, k), st.dead)
+                nxt = dist.mean + dist.std**2 * h + dist.std * eps
+                weights.add(log_p_over_q(eps, dist.std, h).view(b, k), st.dead)
             else:
-                nxt = mean + std * eps
+                nxt = dist.sample(eps)
             st.x = nxt.view_as(st.x)
             bar.update(1)
         if (reason := meter.stop_reason(reward_calls=b * k)) is not None:

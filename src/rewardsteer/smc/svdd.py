@@ -45,8 +45,8 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
     chunk = b * m if chunk is None else chunk
     check_positive(chunk=chunk)
     rng = as_generator(seed, ref.device)
-    # 1. x_0 ~ N(0, I): (B, *state) chains
-    x = torch.randn((b, *sampler.state_shape), generator=rng, device=rng.device).to(ref.device, ref.dtype)
+    # 1. x_0 (Gaussian noise, or all [mask] tokens): (B, *state) chains
+    x = sampler.initial_state(b, rng)
     select_rng = as_generator(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
     cand_cond = expand_cond(cond, b, m)
     meter = Meter(budget, ref.device)
@@ -59,16 +59,16 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
             return reason
         st.x0 = evaluate(sampler, reward, st.x, 0, cond, meter, chunk, scored=False).x0
         for i in range(steps):
-            mean, std = sampler.transition(st.x, i, st.x0)
-            if not bool((std > 0).any()):  # a deterministic step: every candidate would be the same
-                st.x = mean
+            dist = sampler.distribution(st.x, i, st.x0)
+            if dist.deterministic:  # every candidate would be the same
+                st.x = dist.sample(None)
                 bar.update(1)
                 continue
             if (reason := meter.stop_reason(nfe=b * m, reward_calls=b * m)) is not None:
                 return reason
             # 2. M candidates per chain from the sampler's own transition: (B, M, *state)
-            eps = torch.randn((b, m, *mean.shape[1:]), generator=rng, device=rng.device).to(mean)
-            cand = mean[:, None] + std * eps
+            cand = dist.repeat(m)
+            cand = cand.sample(cand.draw_noise(rng)).unflatten(0, (b, m))
             out = evaluate(sampler, reward, cand.flatten(0, 1), i + 1, cand_cond, meter, chunk, scored=True)
             v = out.r.view(b, m)  # (B, M) values
             bad = ~torch.isfinite(v)
@@ -77,7 +77,7 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
             # 3. keep one candidate: argmax, or a draw from softmax(v/α)
             logw = v if alpha is None else v / alpha
             idx = v.argmax(1) if alpha is None else resample(logw, 1, "multinomial", select_rng)[:, 0]
-            x0c = out.x0.view_as(cand)
+            x0c = out.x0.unflatten(0, (b, m))
             members = {key: rows(t.view(b, m), idx) for key, t in out.members.items()}
             st.x, st.x0 = rows(cand, idx), rows(x0c, idx)
             st.last = SimpleNamespace(samples=sampler.decode(st.x0), r=rows(v, idx), members=members)

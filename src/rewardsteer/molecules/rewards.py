@@ -1,0 +1,117 @@
+"""Chemistry rewards on token ids: RDKit oracles (real, non-learned), a multi-objective target, validity.
+
+Samples are token ids (B, L) of a `Vocabulary`; each reward decodes them to SMILES (memoized: particle methods
+score the same molecule many times) and scores the RDKit molecule. Not differentiable (use FK steering,
+SVDD or best-of-N). An invalid or empty molecule gets the oracle's documented `INVALID` score, never NaN,
+and is counted in `reward.invalid` (the `valid` monitor reports the valid fraction of a result).
+
+| name            | score                                        | invalid molecule |
+|-----------------|----------------------------------------------|------------------|
+| qed             | QED in [0, 1]                                | 0                |
+| neg_sa          | −SA in [−10, −1] (higher = easier)           | −10              |
+| logp            | Crippen logP                                 | −10              |
+| penalized_logp  | logP − SA − large rings                      | −20              |
+| sa_ok           | −max(0, SA − 4)                              | −6               |
+| mw_ok           | −max(0, 250 − MW, MW − 450) / 100            | −2.5             |
+| qed_sa_mw       | weighted sum qed + sa_ok + mw_ok (the multi-objective target) | sum of the above |
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from ..core import Reward
+from ..errors import UnknownNameError
+from ..rewards import WeightedSum
+from . import chem
+from .data import Vocabulary
+
+SA_MAX, MW_RANGE = 4.0, (250.0, 450.0)
+ORACLES = {
+    "qed": (chem.qed, 0.0),
+    "neg_sa": (lambda m: -chem.sa(m), -10.0),
+    "logp": (chem.logp, -10.0),
+    "penalized_logp": (chem.penalized_logp, -20.0),
+    "sa_ok": (lambda m: -max(0.0, chem.sa(m) - SA_MAX), -6.0),
+    "mw_ok": (lambda m: -max(0.0, MW_RANGE[0] - chem.mw(m), chem.mw(m) - MW_RANGE[1]) / 100.0, -2.5),
+}
+MULTI = {"qed_sa_mw": {"qed": 1.0, "sa_ok": 1.0, "mw_ok": 1.0}}
+NAMES = (*ORACLES, *MULTI)
+
+
+class MoleculeDecoder:
+    """Token ids -> RDKit molecules with a bounded memo (token tuple -> molecule or None)."""
+
+    def __init__(self, vocab: Vocabulary, size: int = 100_000):
+        self.vocab, self.size, self.memo = vocab, size, OrderedDict()
+
+    def __call__(self, ids: torch.Tensor) -> list:
+        out = []
+        for row in ids.tolist():
+            key = tuple(row)
+            if key not in self.memo:
+                self.memo[key] = chem.mol(self.vocab.decode(torch.tensor([row]))[0])
+                if len(self.memo) > self.size:
+                    self.memo.popitem(last=False)
+            out.append(self.memo[key])
+        return out
+
+
+class OracleReward(Reward):
+    """One RDKit oracle as a reward over token ids; invalid molecules score `invalid_score`."""
+
+    differentiable = False
+
+    def __init__(self, oracle: str, vocab: Vocabulary, decoder: MoleculeDecoder | None = None):
+        if oracle not in ORACLES:
+            raise UnknownNameError("molecule reward", oracle, NAMES)
+        self.name, self.fn, self.invalid_score = oracle, *ORACLES[oracle]
+        self.decoder = decoder or MoleculeDecoder(vocab)
+        self.invalid = 0  # invalid molecules scored so far
+
+    def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        mols = self.decoder(samples)
+        self.invalid += sum(m is None for m in mols)
+        values = [self.invalid_score if m is None else self.fn(m) for m in mols]
+        return torch.tensor(values, dtype=torch.float32, device=samples.device)
+
+
+class Validity(Reward):
+    """1 for a sequence that decodes to a valid molecule, else 0 (a monitor: its mean is the validity)."""
+
+    differentiable = False
+    name = "valid"
+
+    def __init__(self, vocab: Vocabulary, decoder: MoleculeDecoder | None = None):
+        self.decoder = decoder or MoleculeDecoder(vocab)
+
+    def score(self, samples, cond=None):
+        return torch.tensor([float(m is not None) for m in self.decoder(samples)], device=samples.device)
+
+
+def reward(name: str, vocab: Vocabulary) -> Reward:
+    """A chemistry reward by name (see the module table): one oracle, or the multi-objective `qed_sa_mw`,
+    a `WeightedSum` whose members (QED and the two constraint penalties) stay visible in every result."""
+    decoder = MoleculeDecoder(vocab)
+    if name in MULTI:
+        return WeightedSum({k: (OracleReward(k, vocab, decoder), w) for k, w in MULTI[name].items()}, name=name)
+    return OracleReward(name, vocab, decoder)
+
+
+def score_smiles(name: str, smiles: list[str]) -> list[float]:
+    """A reward's values for SMILES strings directly (no tokens): oracles, or the multi-objective sum."""
+    parts = MULTI.get(name, {name: 1.0})
+    for part in parts:
+        if part not in ORACLES:
+            raise UnknownNameError("molecule reward", part, NAMES)
+    mols = [chem.mol(s) for s in smiles]
+    return [sum(w * (ORACLES[p][1] if m is None else ORACLES[p][0](m)) for p, w in parts.items()) for m in mols]
+
+
+def gold_monitors(vocab: Vocabulary, names=("qed", "neg_sa", "logp")) -> dict[str, Reward]:
+    """Held-out RDKit oracles plus validity: what a run on learned proxies is judged by."""
+    decoder = MoleculeDecoder(vocab)
+    return {"valid": Validity(vocab, decoder), **{n: OracleReward(n, vocab, decoder) for n in names}}
