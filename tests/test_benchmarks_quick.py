@@ -146,3 +146,17 @@ def test_ensemble_speed_quick(tmp_path):
     assert all(r["speedup_wide"] > 0 and r["speedup_vmap"] > 0 for r in result["rows"])
     assert {r["path"] for r in result["profile"]} == {"loop", "wide", "vmap"}
     assert all(r["conv_ms"] > 0 for r in result["profile"])
+
+
+def test_molecules_benchmark_tiny(tmp_path):
+    pytest.importorskip("rdkit", reason="the molecule benchmark needs RDKit (pip install 'rewardsteer[molecules]')")
+    out = tmp_path / "molecules.json"
+    load("molecules").main(["--tiny", "--rewards", "qed", "--out", str(out)])
+    result = json.loads(out.read_text())
+    table = result["rewards"]["qed"]
+    assert [(row["method"], row["k"]) for row in table] == [("sample", 1), ("best_of_n", 2), ("fk", 2), ("svdd", 2)]
+    for row in table:
+        s = row["summary"]
+        assert 0 <= s["qed"][0] <= 1 and s["validity"][0] == 1.0 and s["nfe_per_molecule"][0] > 0
+    nfe = {row["method"]: row["summary"]["nfe_per_molecule"][0] for row in table}
+    assert nfe["best_of_n"] == nfe["fk"] == 2 * 4 and nfe["svdd"] == 1 + 2 * 4  # equal NFE by construction

@@ -44,7 +44,8 @@ def test_bundled_cards_describe_every_model():
     assert set(cards) == set(hub.BUNDLED)
     for card in cards.values():
         assert card["size_mb"] < 20
-        assert "MNIST" in card["data"]["license"] or "MNIST" in card["data"].get("dataset", "")
+        dataset = "MOSES" if card["name"].startswith("moses-") else "MNIST"
+        assert dataset in card["data"]["license"] + card["data"].get("dataset", "")
         # a monitor (`mnist-realism`) holds only buffers: PCA basis and reference coordinates
         assert (card["architecture"]["parameters"] > 0 or card["kind"] == "monitor") and "seed" in card["training"]
     assert 2e6 <= cards["mnist-flow"]["architecture"]["parameters"] <= 5e6

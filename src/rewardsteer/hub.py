@@ -12,14 +12,16 @@ from safetensors.torch import load_file
 from .errors import UnknownNameError, WeightsError
 from .judges import RealismIndex, RFFClassifier, ViTClassifier
 from .molecules.mdlm import MaskedDiffusionTransformer
+from .molecules.proxies import FingerprintMLP
 from .nets import Classifier, MLPClassifier, UNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", "mnist-judge-vit", "mnist-judge-rff",
-           *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism", "moses-mdlm")
+           *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism", "moses-mdlm",
+           *(f"moses-proxy-qed-{i}" for i in range(3)))
 _ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier, "MLPClassifier": MLPClassifier,
                   "ViTClassifier": ViTClassifier, "RFFClassifier": RFFClassifier, "RealismIndex": RealismIndex,
-                  "MaskedDiffusionTransformer": MaskedDiffusionTransformer}
+                  "MaskedDiffusionTransformer": MaskedDiffusionTransformer, "FingerprintMLP": FingerprintMLP}
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -128,3 +128,10 @@ def judges(target: int | None = None, names=HELDOUT_JUDGES) -> dict[str, Classif
     """{name: log p(target | x)} for held-out use: as `heldout=` each also reports its accuracy on the target
     (`NAME/acc`) and the run reports `judges_agree`, the fraction of outputs every judge assigns to it."""
     return {name: classifier_reward(name, target) for name in names}
+
+
+def moses_mdlm(num_steps: int = 32):
+    """The bundled masked diffusion model of MOSES molecules as a sampler (see `rewardsteer.molecules`)."""
+    from .molecules import moses_mdlm as load
+
+    return load(num_steps)

@@ -14,6 +14,7 @@ and is counted in `reward.invalid` (the `valid` monitor reports the valid fracti
 | sa_ok           | −max(0, SA − 4)                              | −6               |
 | mw_ok           | −max(0, 250 − MW, MW − 450) / 100            | −2.5             |
 | qed_sa_mw       | weighted sum qed + sa_ok + mw_ok (the multi-objective target) | sum of the above |
+| proxies-qed[:agg] | 3 learned QED regressors on fingerprints (molecules.proxies), mean or :wco/:uwo/... | 0 each |
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ ORACLES = {
     "mw_ok": (lambda m: -max(0.0, MW_RANGE[0] - chem.mw(m), chem.mw(m) - MW_RANGE[1]) / 100.0, -2.5),
 }
 MULTI = {"qed_sa_mw": {"qed": 1.0, "sa_ok": 1.0, "mw_ok": 1.0}}
-NAMES = (*ORACLES, *MULTI)
+# learned proxies (molecules.proxies): the 3 bundled QED regressors, aggregated by mean (default) or `:AGG`
+PROXY_SPECS = ("proxies-qed", "proxies-qed:mean", "proxies-qed:wco", "proxies-qed:uwo", "proxies-qed:mean_std")
+NAMES = (*ORACLES, *MULTI, *PROXY_SPECS)
 
 
 class MoleculeDecoder:
@@ -92,9 +95,24 @@ class Validity(Reward):
         return torch.tensor([float(m is not None) for m in self.decoder(samples)], device=samples.device)
 
 
-def reward(name: str, vocab: Vocabulary) -> Reward:
-    """A chemistry reward by name (see the module table): one oracle, or the multi-objective `qed_sa_mw`,
-    a `WeightedSum` whose members (QED and the two constraint penalties) stay visible in every result."""
+def bundled_vocabulary() -> Vocabulary:
+    """The token vocabulary of the bundled `moses-mdlm`."""
+    from ..hub import model_card
+
+    return Vocabulary(**model_card("moses-mdlm")["vocabulary"])
+
+
+def reward(name: str, vocab: Vocabulary | None = None) -> Reward:
+    """A chemistry reward by name (see the module table) over token ids of `vocab` (default: moses-mdlm's):
+    one oracle, or the multi-objective `qed_sa_mw`, a `WeightedSum` whose members (QED and the two
+    constraint penalties) stay visible in every result."""
+    vocab = bundled_vocabulary() if vocab is None else vocab
+    if name in PROXY_SPECS:
+        from ..aggregates import aggregate_from_spec
+        from .proxies import proxy_ensemble
+
+        _, _, agg = name.partition(":")
+        return proxy_ensemble("qed", vocab, aggregate=aggregate_from_spec(agg) if agg else None)
     decoder = MoleculeDecoder(vocab)
     if name in MULTI:
         return WeightedSum({k: (OracleReward(k, vocab, decoder), w) for k, w in MULTI[name].items()}, name=name)
@@ -111,7 +129,8 @@ def score_smiles(name: str, smiles: list[str]) -> list[float]:
     return [sum(w * (ORACLES[p][1] if m is None else ORACLES[p][0](m)) for p, w in parts.items()) for m in mols]
 
 
-def gold_monitors(vocab: Vocabulary, names=("qed", "neg_sa", "logp")) -> dict[str, Reward]:
+def gold_monitors(vocab: Vocabulary | None = None, names=("qed", "neg_sa", "logp")) -> dict[str, Reward]:
     """Held-out RDKit oracles plus validity: what a run on learned proxies is judged by."""
+    vocab = bundled_vocabulary() if vocab is None else vocab
     decoder = MoleculeDecoder(vocab)
     return {"valid": Validity(vocab, decoder), **{n: OracleReward(n, vocab, decoder) for n in names}}

@@ -29,7 +29,7 @@ def check_names(method: str, rewards: list[str], heldouts: list[str]) -> None:
 
 def build(rewards: list[str], heldouts: list[str], vocab) -> tuple[Reward, dict[str, Reward]]:
     """The objective (one reward, or the mean of several) and the held-out monitors ('gold': validity and
-    the RDKit oracles QED, −SA, logP)."""
+    the RDKit oracles QED, −SA, logP, less any oracle that is itself optimized)."""
     from .rewards import Validity, gold_monitors, reward
 
     members = [reward(name, vocab) for name in rewards]
@@ -42,6 +42,8 @@ def build(rewards: list[str], heldouts: list[str], vocab) -> tuple[Reward, dict[
             held["valid"] = Validity(vocab)
         elif name != "none":
             held[name] = reward(name, vocab)
+    for name in rewards:  # an oracle being optimized is not held out from itself
+        held.pop(name, None)
     return objective, held
 
 
