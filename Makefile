@@ -5,7 +5,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.t
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint install dev train evaluate bench bench-overopt clean
+.PHONY: demo test lint install dev train evaluate bench bench-overopt bench-molecules clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -46,6 +46,9 @@ train: $(DEV_STAMP)
 		--threads 1 --checkpoint src/rewardsteer/weights/checkpoints/mnist-flow-finetune --resume
 	$(PY) -m rewardsteer.train.judges --which all --threads 1
 	$(PY) -m rewardsteer.train.evaluate
+	$(PY) -m rewardsteer.train.mdlm --representation selfies --train-size 400000 --length 48 --steps 5500 --threads 1 --resume
+	$(PY) -m rewardsteer.train.mol_proxies --prop qed --k 3
+	$(PY) -m rewardsteer.train.evaluate_molecules --n 10000 --threads 2
 
 evaluate: $(DEV_STAMP)
 	$(PY) -m rewardsteer.train.evaluate
@@ -58,6 +61,10 @@ bench: $(DEV_STAMP)
 # Reward over-optimization benchmark (about 30 minutes on 2 CPU cores); --quick takes a few minutes.
 bench-overopt: $(STAMP)
 	$(VENV)/bin/rewardsteer bench overopt --out docs/benchmarks/overoptimization
+
+# Steering moses-mdlm at equal NFE (best-of-N, FK, SVDD; docs/benchmarks/molecules.md).
+bench-molecules: $(DEV_STAMP)
+	$(PY) benchmarks/molecules.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -60,3 +60,24 @@ class Identity(OneStepGenerator):
 @pytest.fixture
 def identity():
     return Identity()
+
+
+class Out:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """The CLI in-process (importing torch once), as a subprocess would see it: exit code, stdout, stderr."""
+    def call(*args):
+        code = 0
+        try:
+            from rewardsteer.cli import main
+
+            main(list(args))
+        except SystemExit as e:
+            code = e.code
+        captured = capsys.readouterr()
+        return Out(code, captured.out, captured.err)
+    return call

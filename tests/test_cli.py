@@ -9,25 +9,6 @@ import pytest
 from rewardsteer.cli import main
 
 
-class Out:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def run_cli(capsys):
-    """The CLI in-process (importing torch once), as a subprocess would see it: exit code, stdout, stderr."""
-    def call(*args):
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-        captured = capsys.readouterr()
-        return Out(code, captured.out, captured.err)
-    return call
-
-
 def test_console_script_runs_as_a_process():
     out = subprocess.run([sys.executable, "-m", "rewardsteer.cli", "--help"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "Usage: rewardsteer" in out.stdout

@@ -14,6 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from ..data import MNIST_LICENSE
 
+# docs/models.md: the section evaluate_molecules writes and evaluate (MNIST) keeps when it rewrites the file
+MOLECULES_BEGIN, MOLECULES_END = "<!-- evaluate_molecules: begin -->", "<!-- evaluate_molecules: end -->"
+
 
 def seed_everything(seed: int, threads: int | None = None) -> torch.Generator:
     torch.manual_seed(seed)

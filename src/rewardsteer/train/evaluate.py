@@ -27,6 +27,7 @@ from ..hub import WEIGHTS_DIR, load_network
 from ..models import HELDOUT_JUDGES, realism_monitor
 from ..report import image_grid
 from .classifiers import accuracy
+from .common import MOLECULES_BEGIN, MOLECULES_END
 
 BARS = {"confident": 0.95, "class_share": (0.07, 0.13), "frechet_ratio": 1.5}
 
@@ -122,7 +123,7 @@ def evaluate(n_per_class: int = 100, seed: int = 0, weights_dir: Path = WEIGHTS_
                 image_grid(images[:100] if free else images[order], nrow=10).save(
                     docs / "img" / f"{name}-samples.png")
         (docs / "models-eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        (docs / "models.md").write_text(models_markdown(report, weights_dir))
+        (docs / "models.md").write_text(models_markdown(report, weights_dir) + kept_sections(docs / "models.md"))
     return report
 
 
@@ -147,6 +148,14 @@ def _write_cards(report: dict, weights_dir: Path) -> None:
         _update_card(name, weights_dir, {"test_accuracy": report[f"{name} test accuracy"]})
     for k in range(5):
         _update_card(f"mnist-proxy-{k}", weights_dir, {"clean_test_accuracy": report[f"mnist-proxy-{k} clean test accuracy"]})
+
+
+def kept_sections(path: Path) -> str:
+    """Sections other scripts own inside docs/models.md (the molecule model's, by evaluate_molecules), kept
+    when this script rewrites the file."""
+    begin, end = MOLECULES_BEGIN, MOLECULES_END
+    text = path.read_text() if path.is_file() else ""
+    return "\n" + text[text.index(begin):text.index(end) + len(end)] + "\n" if begin in text and end in text else ""
 
 
 def models_markdown(report: dict, weights_dir: Path, previous: dict | None = None) -> str:
@@ -286,7 +295,7 @@ def main(argv=None):
         a.json_only.write_text(json.dumps(report, indent=2) + "\n")
     elif a.previous:
         previous = json.loads(a.previous.read_text())
-        (a.docs / "models.md").write_text(models_markdown(report, a.weights, previous))
+        (a.docs / "models.md").write_text(models_markdown(report, a.weights, previous) + kept_sections(a.docs / "models.md"))
     print(json.dumps(report, indent=2))
 
 

@@ -8,7 +8,7 @@ MOSES's published baselines (Polykovskiy et al. 2020; 30,000 samples, 3 seeds, t
 beside ours where the metric is the same; FCD depends on the sample sizes, so the train row is the fair yardstick.
 
     python -m rewardsteer.train.evaluate_molecules [--n 10000] [--steps 32] [--name moses-mdlm] [--weights DIR]
-                                                   [--json docs/molecules-eval.json] [--markdown docs/molecules.md]
+                                                   [--json docs/molecules-eval.json] [--markdown docs/models.md]
                                                    [--quick] [--threads 2]
 """
 
@@ -25,6 +25,8 @@ import torch
 from ..molecules import moses_mdlm
 from ..molecules.data import load_moses
 from ..molecules.metrics import Reference, evaluate_samples
+from .common import MOLECULES_BEGIN as BEGIN
+from .common import MOLECULES_END as END
 
 BARS = {"validity": 0.99, "uniqueness": 0.95, "novelty": 0.80, "seconds_per_1000": 60.0}
 # MOSES paper / README table (test set, mean of 3 runs of 30,000 samples); unique@1k is 1.0 for all four.
@@ -42,7 +44,6 @@ ROWS = {"validity": "Validity ↑", "uniqueness": "Uniqueness (all valid) ↑", 
         "unique@10000": "Unique@10k ↑", "novelty": "Novelty ↑", "intdiv1": "IntDiv1 (≈ train)", "fcd": "FCD/Test ↓",
         "wasserstein_qed": "W1 QED ↓", "wasserstein_logp": "W1 logP ↓", "wasserstein_sa": "W1 SA ↓",
         "wasserstein_mw": "W1 MW ↓"}
-BEGIN, END = "<!-- evaluate_molecules: begin -->", "<!-- evaluate_molecules: end -->"
 BATCH = 500
 
 
@@ -130,7 +131,8 @@ def main(argv=None) -> dict:
     p.add_argument("--name", default="moses-mdlm")
     p.add_argument("--weights", type=Path, default=None, help="weights directory (default: the bundled weights)")
     p.add_argument("--json", type=Path, default=None, help="default docs/molecules-eval.json (none with --quick)")
-    p.add_argument("--markdown", type=Path, default=None, help="default docs/molecules.md (none with --quick)")
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="default docs/models.md (its moses-mdlm section; none with --quick)")
     p.add_argument("--quick", action="store_true", help="50 samples, 200 reference molecules, no FCD, no docs")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
@@ -142,7 +144,7 @@ def main(argv=None) -> dict:
     section = markdown(report)
     print(section)
     json_path = a.json or (None if a.quick else Path("docs/molecules-eval.json"))
-    markdown_path = a.markdown or (None if a.quick else Path("docs/molecules.md"))
+    markdown_path = a.markdown or (None if a.quick else Path("docs/models.md"))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
