@@ -94,3 +94,14 @@ def test_svdd_and_trajectory_best_of_n_raise_the_reward_on_tokens():
 def test_das_refuses_a_token_sampler():
     with pytest.raises(RewardsteerError, match="das needs .* continuous state.*fk_steering or svdd"):
         rs.das(IndependentTokensToy(PROBS), FunctionReward(lambda x, c=None: x.sum(1).double(), "s"), progress=False)
+
+
+def test_cached_sampling_equals_the_generic_loop():
+    """MaskedDiffusionSampler.sample skips the denoiser for rows that did not change (its x̂0 has no time input);
+    the result must be exactly what the generic Sampler loop draws from the same generator."""
+    from rewardsteer.core import Sampler
+
+    toy = IndependentTokensToy(PROBS, num_steps=8)
+    cached = toy.sample(n=500, generator=torch.Generator().manual_seed(3))
+    generic = Sampler.sample(toy, toy.initial_state(500, None), None, torch.Generator().manual_seed(3))
+    assert torch.equal(cached, generic)

@@ -100,4 +100,13 @@ class MaskedDiffusionSampler(Sampler):
                n: int | None = None) -> torch.Tensor:
         """Token ids (N, L) of N unsteered samples, from `noise` (an initial state) or n fresh all-mask rows."""
         x = self.initial_state(n, generator) if noise is None else noise
-        return super().sample(x, cond, generator)
+        x0 = self.predict_x0(x, 0, cond)
+        for i in range(self.num_steps):
+            dist = self.distribution(x, i, x0)
+            nxt = dist.sample(None if dist.deterministic else dist.draw_noise(generator))
+            changed = (nxt != x).any(1)  # the denoiser has no time input: unchanged rows keep their x̂0 (MDLM §3.4)
+            x = nxt
+            if i + 1 < self.num_steps and bool(changed.any()):
+                x0 = x0.clone()
+                x0[changed] = self.predict_x0(x[changed], i + 1, cond)
+        return self.decode(x)
