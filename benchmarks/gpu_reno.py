@@ -90,7 +90,7 @@ def measure(sampler, features, reward, checkpoint: bool, iters: int, device: str
     # backward and skipped show that every iteration really ran: a non-finite score (fp16 overflow) skips its step
     return {"seconds_total": round(seconds, 3), "seconds_per_iteration": round(seconds / iters, 4),
             "peak_memory_mb": res.spent["peak_memory_mb"], "backward": res.spent["backward"],
-            "skipped": res.spent["skipped"], "score": res.summary()["score"], "stopped": res.stopped}
+            "skipped": res.spent["skipped"], "score": res.summary_dict()["score"], "stopped": res.stopped}
 
 
 def main(argv=None) -> int:

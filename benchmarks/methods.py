@@ -56,10 +56,10 @@ def make_reward(kind: str, target: int):
 def outputs(method: str, nfe: int, gen, reward, heldout: dict, seed: int, b: int) -> list:
     common = dict(cond=None, heldout=heldout, progress=False)  # unconditional generator
     if method == "best_of_n":  # N = nfe candidates per output, one independent draw per output
-        return [rs.best_of_n(gen, reward, n=nfe, k=1, seed=seed * 1000 + i, **common) for i in range(b)]
+        return [rs.best_of_n(gen, reward, n=1, candidates=nfe, seed=seed * 1000 + i, **common) for i in range(b)]
     if method == "random_search":
         rounds = max(1, nfe // 8)
-        return [rs.random_search(gen, reward, rounds=rounds, candidates_per_round=nfe // rounds, seed=seed * 1000 + i,
+        return [rs.random_search(gen, reward, n=1, iters=rounds, candidates=nfe // rounds, seed=seed * 1000 + i,
                                  **common) for i in range(b)]
     if method == "zero_order_search":
         return [rs.zero_order_search(gen, reward, n=b, iters=max(1, (nfe - 1) // 4), neighbours=4, seed=seed, **common)]

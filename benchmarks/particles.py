@@ -1,5 +1,5 @@
-"""Particle steering at equal NFE: best-of-N over trajectories, FK steering (each potential), DAS, SVDD and
-multi-step ReNO on `mnist-flow`.
+"""Particle steering at equal NFE: best-of-N over trajectories, FK steering (each potential), DAS, SVDD,
+reward-gradient guidance (DPS-style) and multi-step ReNO on `mnist-flow`.
 
 Task: steer `mnist-flow` (T stochastic sampler steps) toward each class with the 5-proxy ensemble (mean
 log-probability of the class) as the reward; every held-out judge (`--judges`, default `models.HELDOUT_JUDGES`;
@@ -7,8 +7,8 @@ missing ones are skipped with a printed note) watches and is never optimized. By
 sampler is unconditional (`--condition none`: only the reward asks for the class, so there is room to steer);
 `--condition class` also conditions it on the class (without guidance), where the judges are saturated.
 A budget K gives every output K·T NFE: K particles for best-of-N, FK and
-DAS; M = K candidates per step for SVDD (1 + K·(T − 1) NFE); K evaluations of the T-step ODE sampler
-unrolled for ReNO (K − 1 gradient steps).
+DAS; K guided trajectories for guidance (K·T backward passes, as DAS); M = K candidates per step for SVDD
+(1 + K·(T − 1) NFE); K evaluations of the T-step ODE sampler unrolled for ReNO (K − 1 gradient steps).
 Reported per method and K (means over seeds ± sd of the per-seed means): proxy score, each judge's accuracy
 and log p, judges agree (every judge assigns the output to the class); verdicts against best-of-N follow the
 all-judges rule (every judge's accuracy, beyond the seed spread).
@@ -36,7 +36,8 @@ from rewardsteer.overopt import available_judges, judge_rewards
 from rewardsteer.overopt_report import ALL_JUDGES_RULE, add_result, judge_columns, judges_verdict, mean_sd
 from rewardsteer.rewards import ClassifierReward, Ensemble
 
-METHODS = ["best_of_n", "fk_max", "fk_diff", "fk_sum", "fk_current", "das", "svdd", "reno"]
+METHODS = ["best_of_n", "fk_max", "fk_diff", "fk_sum", "fk_current", "das", "svdd", "guidance", "reno"]
+GUIDANCE = dict(scale=100.0, step="variance")  # rs.reward_guidance's defaults (see its docstring for the sweep)
 
 
 def tiny_setup(steps: int, guidance: float, judge_names):
@@ -92,9 +93,11 @@ def run_method(method: str, k: int, sampler, unrolled, proxies, heldout: dict, c
         return rs.das(sampler, proxies, particles=k, chunk=chunk, **common)
     if method == "svdd":
         return rs.svdd(sampler, proxies, particles=k, chunk=chunk, **common)
+    if method == "guidance":
+        return rs.reward_guidance(sampler, proxies, particles=k, chunk=chunk, **GUIDANCE, **common)
     if method == "reno":
         return rs.reno(unrolled, proxies, iters=k - 1, **common) if k > 1 else \
-            rs.best_of_n(unrolled, proxies, k=common.pop("n"), batch_size=64, **common)
+            rs.best_of_n(unrolled, proxies, candidates=common["n"], batch_size=64, **common)
     raise ValueError(method)
 
 
@@ -143,7 +146,7 @@ def plot(rows: list[dict], judges: list[str], path: Path) -> None:
             if mine:
                 ax.errorbar([r["nfe_per_output"] for r in mine], [value(r) for r in mine],
                             yerr=[value(r, sd=True) for r in mine], marker="o", capsize=3, label=method,
-                            linestyle="--" if method in ("best_of_n", "reno") else "-")
+                            linestyle="--" if method in ("best_of_n", "reno", "guidance") else "-")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFE per output")
         ax.set_ylabel(label)
@@ -285,10 +288,12 @@ Judges requested but not used:
 **The all-judges rule.** {rule}
 
 Values are means over seeds ± the std of the per-seed means. A budget K gives each output K·T NFE: K particles
-(best-of-N over trajectories, FK, DAS), K candidates per step (SVDD: 1 + K·(T − 1) NFE), or K evaluations of
-the T-step ODE sampler unrolled (ReNO; K = 1 is a plain sample). DAS and ReNO also spend backward passes
-(shown). FK and best-of-N return each output's highest-reward particle; DAS returns one draw from its final
-weights (a sample of p(x)·exp(r(x)/α), α = 0.1), as each paper does; SVDD keeps the argmax candidate per step.
+(best-of-N over trajectories, FK, DAS), K guided trajectories (guidance: DPS-style reward-gradient guidance,
+λ = 100, the best of K kept), K candidates per step (SVDD: 1 + K·(T − 1) NFE), or K evaluations of the
+T-step ODE sampler unrolled (ReNO; K = 1 is a plain sample). DAS, guidance and ReNO also spend backward
+passes (shown; DAS and guidance equally). FK, best-of-N and guidance return each output's highest-reward
+particle; DAS returns one draw from its final weights (a sample of p(x)·exp(r(x)/α), α = 0.1), as each paper
+does; SVDD keeps the argmax candidate per step.
 s/output is wall time on a shared machine: compare methods by NFE and backward passes, not seconds.
 
 ![proxy score, judges agree and each judge's accuracy vs NFE]({png})

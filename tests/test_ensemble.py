@@ -236,7 +236,7 @@ def test_weighted_sum_and_proxy_style_ensemble_keep_their_api(brightness):
 @pytest.mark.parametrize("method", ["best_of_n", "random_search", "zero_order_search", "reno"])
 def test_every_method_runs_with_a_conservative_ensemble(method, transform):
     ens = Ensemble(classifiers(3), transform)
-    knobs = {"best_of_n": dict(n=8, k=2), "random_search": dict(rounds=2, candidates_per_round=4),
+    knobs = {"best_of_n": dict(n=2, candidates=8), "random_search": dict(iters=2, candidates=4),
              "zero_order_search": dict(n=2, iters=2, neighbours=2), "reno": dict(n=2, iters=2)}[method]
     result = rs.METHODS[method](Pixels(), ens, cond=3, progress=False, **knobs)
     assert set(result.member_scores) == {"clf-0", "clf-1", "clf-2"}

@@ -301,7 +301,7 @@ def test_jpeg_rewards_flat_images_and_suppression_composes(features, clip_reward
 
 def test_best_of_n_and_reno_improve_the_clip_score_with_exact_budgets(pipe_dir, clip_reward):
     gen = from_diffusers(str(pipe_dir), PROMPT, steps=1)
-    bon = best_of_n(gen, clip_reward, n=8, k=1, batch_size=4, seed=0, progress=False)
+    bon = best_of_n(gen, clip_reward, n=1, candidates=8, batch_size=4, seed=0, progress=False)
     assert bon.spent["nfe"] == 8 and bon.spent["reward_calls"] == 8
     assert float(bon.scores[0]) > float(bon.initial_scores[0])
     res = reno(gen, clip_reward, n=2, iters=6, lr=5.0, seed=0, progress=False)

@@ -43,13 +43,13 @@ def test_summary_and_report_name_every_judge(tiny_onestep, brightness, tmp_path)
     for r in held.values():
         r.net.input_shape = (1, 28, 28)
     result = rs.reno(tiny_onestep, brightness, n=8, iters=2, heldout=held, progress=False)
-    s = result.summary()
+    s = result.summary_dict()
     assert s["judges"] == {"a": [1.0, 1.0], "b": [0.5, 0.5]} and s["judges_agree"] == [0.5, 0.5]
     assert set(s["heldout"]) == {"a", "b"}  # hits are reported apart from the scores
     lines = summary_lines(result)
     assert lines[2] == "judges (target class): a 100% -> 100%, b 50% -> 50%; all agree 50% -> 50%"
     restored = rs.Result.load(result.save(tmp_path))
-    assert restored.summary()["judges_agree"] == [0.5, 0.5]
+    assert restored.summary_dict()["judges_agree"] == [0.5, 0.5]
 
 
 def test_judge_refuses_another_image_size():

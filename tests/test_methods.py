@@ -11,8 +11,8 @@ from rewardsteer.errors import RewardsteerError
 from rewardsteer.methods.reno import prior_nll
 
 RUNS = {  # method -> (knobs, expected spend per sample-slot given generator nfe_per_call npc)
-    "best_of_n": (dict(n=40, k=3, batch_size=16), lambda npc: dict(nfe=40 * npc, backward=0, reward_calls=40)),
-    "random_search": (dict(rounds=3, candidates_per_round=8), lambda npc: dict(nfe=24 * npc, backward=0, reward_calls=24)),
+    "best_of_n": (dict(n=3, candidates=40, batch_size=16), lambda npc: dict(nfe=40 * npc, backward=0, reward_calls=40)),
+    "random_search": (dict(iters=3, candidates=8), lambda npc: dict(nfe=24 * npc, backward=0, reward_calls=24)),
     "zero_order_search": (dict(n=2, iters=3, neighbours=4),
                           lambda npc: dict(nfe=(2 + 3 * 2 * 4) * npc, backward=0, reward_calls=2 + 24)),
     "reno": (dict(n=2, iters=5), lambda npc: dict(nfe=2 * 6 * npc, backward=2 * 5, reward_calls=12)),
@@ -64,7 +64,7 @@ def test_budget_below_one_evaluation_is_a_clear_error(name, tiny_unrolled, brigh
 
 def test_best_of_n_spends_budget_exactly_and_returns_argmax(tiny_onestep, brightness):
     seen = []
-    result = rs.best_of_n(tiny_onestep, brightness, cond=1, n=100, k=2, batch_size=16, budget=rs.Budget(nfe=30),
+    result = rs.best_of_n(tiny_onestep, brightness, cond=1, n=2, candidates=100, batch_size=16, budget=rs.Budget(nfe=30),
                           callback=lambda s: seen.append(s["scores"]), progress=False)
     assert result.spent["nfe"] == 30 and result.stopped == "budget:nfe"
     everything = torch.cat(seen)
@@ -147,7 +147,7 @@ def test_exception_and_interrupt_keep_partial_result(tiny_onestep):
 def test_wrong_reward_shape_names_the_reward(tiny_onestep):
     bad = FunctionReward(lambda x, c: x.flatten(1).mean(1, keepdim=True), "wide")
     with pytest.raises(RewardsteerError, match="'wide' returned shape"):
-        rs.best_of_n(tiny_onestep, bad, cond=0, n=4, progress=False)
+        rs.best_of_n(tiny_onestep, bad, cond=0, candidates=4, progress=False)
 
 
 def test_dtype_follows_the_generator(tiny_onestep, brightness):
@@ -162,5 +162,5 @@ def test_result_round_trip(tmp_path, tiny_onestep, brightness):
     result.save(tmp_path)
     again = rs.Result.load(tmp_path)
     assert torch.equal(again.samples, result.samples.float()) and again.trace == result.trace
-    assert again.summary() == result.summary()
+    assert again.summary() == result.summary() and again.summary_dict() == result.summary_dict()
     assert set(again.heldout_scores) == {"dark"}

@@ -148,7 +148,7 @@ def test_reno_end_to_end_nfe_unchanged(onestep):
 
 def test_best_of_n_end_to_end_with_fixed_transformations(onestep):
     reward = rs.robust(models.proxy_ensemble(k=2, target=3), "light,n=2", resample=False)
-    res = rs.best_of_n(onestep, reward, n=6, k=2, batch_size=4, progress=False)
+    res = rs.best_of_n(onestep, reward, n=2, candidates=6, batch_size=4, progress=False)
     assert res.spent["nfe"] == 6 and res.spent["reward_calls"] == 6
     torch.testing.assert_close(res.scores, reward(res.samples))  # deterministic: the ranking scores reproduce
 

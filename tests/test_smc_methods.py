@@ -20,6 +20,7 @@ RUNS = {  # method -> (knobs, expected spend)
     "das": (dict(alpha=0.5), dict(nfe=N * K * STEPS, backward=N * K * STEPS, reward_calls=N * K * (STEPS + 1))),
     "svdd": (dict(), dict(nfe=N * (1 + K * (STEPS - 1)), backward=0, reward_calls=N * K * (STEPS - 1) + N)),
     "trajectory_best_of_n": (dict(), dict(nfe=N * K * STEPS, backward=0, reward_calls=N * K)),
+    "reward_guidance": (dict(scale=0.5), dict(nfe=N * K * STEPS, backward=N * K * STEPS, reward_calls=N * K * (STEPS + 1))),
 }
 
 
@@ -42,7 +43,7 @@ def test_counts_shapes_and_trace(name, sampler):
     assert torch.allclose(result.scores, Brightness()(result.samples).float(), atol=1e-6)
     assert set(result.heldout_scores) == {"dark"} and result.heldout_scores["dark"].shape == (N,)
     assert torch.allclose(result.heldout_scores["dark"], -result.samples.mean((1, 2, 3)))
-    if name in ("fk_steering", "trajectory_best_of_n"):  # the trace's last row watches the same best particles
+    if name in ("fk_steering", "trajectory_best_of_n", "reward_guidance"):  # the last row watches the kept particles
         assert abs(result.trace[-1]["heldout"]["dark"] - float(result.heldout_scores["dark"].mean())) < 1e-6
     assert 0 <= result.initial_samples.min() and result.initial_samples.max() <= 1
     assert torch.allclose(result.initial_scores, Brightness()(result.initial_samples).float(), atol=1e-6)
@@ -64,7 +65,7 @@ def test_budget_stops_between_steps_without_overspending(sampler):
     result = run("fk_steering", sampler, budget=rs.Budget(nfe=N * K * 2))
     assert result.spent["nfe"] == N * K * 2 and result.stopped == "budget:nfe"
     assert torch.isfinite(result.scores).all() and result.samples.shape == (N, 1, 28, 28)
-    with pytest.raises(rs.RewardsteerError, match="before any particle was scored"):
+    with pytest.raises(rs.RewardsteerError, match="das: the budget .nfe=.* is smaller than one evaluation"):
         run("das", sampler, budget=rs.Budget(nfe=N * K - 1))
 
 
@@ -102,7 +103,7 @@ def test_benchmark_quick_mode_writes_table_plot_and_verdict(tmp_path):
     bench = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "particles.py"))
     threads = torch.get_num_threads()
     try:
-        bench["main"](["--quick", "--tiny", "--methods", "best_of_n", "fk_max", "das", "svdd", "--out",
+        bench["main"](["--quick", "--tiny", "--methods", "best_of_n", "fk_max", "das", "svdd", "guidance", "--out",
                        str(tmp_path / "p.json"), "--doc", str(tmp_path / "p.md")])
     finally:
         torch.set_num_threads(threads)
@@ -110,11 +111,14 @@ def test_benchmark_quick_mode_writes_table_plot_and_verdict(tmp_path):
 
     text = (tmp_path / "p.md").read_text()
     assert re.search(r"^\| \d+ \| fk_max \| \d+ \|", text, re.M)  # a table row per method and K
-    for method in ("fk_max", "das", "svdd"):  # one all-judges verdict per method and K, yes or no
+    for method in ("fk_max", "das", "svdd", "guidance"):  # one all-judges verdict per method and K, yes or no
         assert re.search(rf"^- {method} beats best_of_n at K = \d+ \(\d+ vs \d+ NFE/output\) under all judges: "
                          r"(yes|no) \(", text, re.M), method
     assert (tmp_path / "p.png").stat().st_size > 1000
     rows = json.loads((tmp_path / "p.json").read_text())["rows"]
-    assert {r["method"] for r in rows} == {"best_of_n", "fk_max", "das", "svdd"}
+    assert {r["method"] for r in rows} == {"best_of_n", "fk_max", "das", "svdd", "guidance"}
+    guided = next(r for r in rows if r["method"] == "guidance")  # equal NFE and backward passes to DAS
+    das = next(r for r in rows if r["method"] == "das")
+    assert guided["nfe_per_output"] == das["nfe_per_output"] and guided["backward_per_output"] == das["backward_per_output"]
     bench["main"](["--render", str(tmp_path / "p.json"), "--doc", str(tmp_path / "again.md")])  # report only
     assert (tmp_path / "again.md").read_text().replace("again.png", "p.png") == text

@@ -7,7 +7,8 @@ from .methods import METHODS, best_of_n, random_search, reno, zero_order_search
 from .result import Result
 from .rewards import ClassifierReward, Ensemble, WeightedSum, as_reward
 from .robust import TransformedReward, TransformSpec, robust
-from .smc import das, fk_steering, svdd, trajectory_best_of_n
+from .smc import das, fk_steering, reward_guidance, svdd, trajectory_best_of_n
+from .wrap import RewardsteerWarning, as_generator, as_sampler
 
 __version__ = "0.1.0"
 
@@ -16,5 +17,6 @@ __all__ = [
     "Reward", "RewardsteerError", "Sampler", "StepOutput", "UnknownNameError", "WeightedSum", "WeightsError",
     "as_reward", "best_of_n", "random_search", "reno", "zero_order_search",
 ]
-__all__ += ["das", "fk_steering", "svdd", "trajectory_best_of_n"]
+__all__ += ["das", "fk_steering", "reward_guidance", "svdd", "trajectory_best_of_n"]
+__all__ += ["RewardsteerWarning", "as_generator", "as_sampler"]
 __all__ += ["TransformSpec", "TransformedReward", "robust"]

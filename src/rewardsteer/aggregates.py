@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .core import as_generator
+from .core import make_rng
 from .errors import RewardsteerError
 
 Scores = dict[str, torch.Tensor]
@@ -202,7 +202,7 @@ def aggregate_from_spec(spec: str) -> Transform:
 @torch.no_grad()
 def unsteered_samples(generator, n: int, cond: Any = None, seed: int = 12345, batch: int = 64) -> torch.Tensor:
     """n samples G(z, cond) from fresh Gaussian noise, drawn `batch` at a time (no steering)."""
-    rng = as_generator(seed)
+    rng = make_rng(seed)
     out = []
     for i in range(0, n, batch):
         out.append(generator(generator.sample_noise(min(batch, n - i), rng), cond).float())

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from .errors import RewardsteerError
+from .hooks import run_hooks
+from .safety import SIGTERM_EXIT, sigterm_as_interrupt, writable_out_option
 
 
 class SectionedCommand(click.Command):
@@ -30,16 +32,15 @@ class SectionedCommand(click.Command):
 
 class RunCommand(SectionedCommand):
     sections = {
-        "Generator and task": ("model", "steps", "target", "condition"),
+        "Generator and task": ("model", "steps", "target", "condition", "device", "dtype"),
         "Rewards": ("rewards", "heldouts", "robust", "aggregate", "standardize"),
         "Method": ("method", "n", "iters", "candidates", "seed"),
         "ReNO (noise optimization)": ("reg", "lr", "optimizer"),
-        "Particle methods (fk, das, svdd, trajectory_best_of_n)": (
-            "particles", "potential", "lam", "alpha", "interval", "ess_threshold", "resampling"),
+        "Particle methods (fk, das, svdd, trajectory_best_of_n, guidance)": (
+            "particles", "potential", "lam", "alpha", "interval", "ess_threshold", "resampling", "scale"),
         "Budget (stop when any is spent)": ("max_nfe", "max_backward", "max_reward_calls", "max_seconds"),
         "Diffusers pipeline (instead of --model)": (
-            "pipeline", "prompt", "negative_prompt", "guidance_scale", "height", "width", "dtype", "device",
-            "checkpoint"),
+            "pipeline", "prompt", "negative_prompt", "guidance_scale", "height", "width", "checkpoint"),
         "Output": ("out", "progress", "help"),
     }
 
@@ -77,8 +78,10 @@ def _fmt(v):
 
 
 METHOD_CHOICES = ["best_of_n", "random_search", "zero_order_search", "reno"]
+GUIDANCE_SCALE = 100.0  # rewardsteer.smc.guidance.DEFAULT_SCALE (not imported: --help stays free of torch)
 # particle methods (issue 5): CLI name -> rewardsteer.METHODS name; they steer mnist-flow's stochastic sampler
-PARTICLE_METHODS = {"fk": "fk_steering", "das": "das", "svdd": "svdd", "trajectory_best_of_n": "trajectory_best_of_n"}
+PARTICLE_METHODS = {"fk": "fk_steering", "das": "das", "svdd": "svdd", "trajectory_best_of_n": "trajectory_best_of_n",
+                    "guidance": "reward_guidance"}
 METHOD_CHOICES += list(PARTICLE_METHODS)
 
 
@@ -107,11 +110,12 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
               help="standardize each member on 256 unsteered samples (mean 0, sd 1) before aggregating")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="reno", show_default=True)
 @click.option("--n", type=click.IntRange(min=1), default=4, show_default=True,
-              help="samples: independent noises (reno, search) or candidates kept (best_of_n k)")
+              help="outputs kept, for every method (Python: n=): reno/search noises, the best n of best_of_n's "
+                   "candidates, particle methods' independent slots")
 @click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True,
-              help="iterations (reno, zero_order_search, random_search rounds)")
+              help="iterations: reno, zero_order_search; rounds of random_search (Python: iters=)")
 @click.option("--candidates", type=click.IntRange(min=1), default=64, show_default=True,
-              help="best_of_n: N drawn; random_search: per round")
+              help="candidates drawn: best_of_n's N; random_search: per round (Python: candidates=)")
 @click.option("--reg", type=float, default=0.01, show_default=True, help="reno: prior weight lambda")
 @click.option("--lr", type=float, default=5.0, show_default=True, help="reno: learning rate")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
@@ -120,7 +124,8 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
 @click.option("--max-reward-calls", type=int, default=None, help="budget: reward evaluations")
 @click.option("--max-seconds", type=float, default=None, help="budget: wall-clock seconds")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
+              callback=writable_out_option)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--pipeline", default=None, help="a diffusers pipeline (hub name or folder) instead of --model; "
               "rewards: clip:PATH_OR_ID, head:FILE.safetensors[@CLIP], suppress:CONCEPT[@CLIP], jpeg[:Q]")
@@ -131,8 +136,11 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
 @click.option("--height", type=click.IntRange(min=8), default=None, help="--pipeline: image height (default: the model's)")
 @click.option("--width", type=click.IntRange(min=8), default=None, help="--pipeline: image width (default: the model's)")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
-              help="--pipeline: weights' dtype (fp16/bf16 on a GPU)")
-@click.option("--device", default=None, help="--pipeline: torch device (default: cuda if available, else cpu)")
+              help="the generator's weights (fp16/bf16 on a GPU); bundled rewards and judges stay fp32 and read its "
+                   "samples cast (--pipeline: the pipeline and CLIP rewards)")
+@click.option("--device", default=None,
+              help="torch device for the generator, rewards and judges, e.g. cuda, cuda:1, cpu (default: cpu for the "
+                   "bundled models; cuda if available for --pipeline)")
 @click.option("--checkpoint/--no-checkpoint", default=False, show_default=True,
               help="--pipeline: gradient checkpointing of the UNet, VAE and CLIP (less memory, more time)")
 @click.option("--particles", type=click.IntRange(min=1), default=8, show_default=True,
@@ -147,11 +155,13 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
               help="fk, das: resample when ESS < threshold·particles")
 @click.option("--resampling", type=click.Choice(["systematic", "stratified", "multinomial"]), default="systematic",
               show_default=True)
+@click.option("--scale", type=click.FloatRange(min=0), default=None,
+              help=f"guidance: λ of the step's shift s²·λ·∇r(x̂0) added to each step's mean (default {GUIDANCE_SCALE:g})")
 def run(model, steps, target, condition, rewards, heldouts, method, n, iters, candidates, reg, lr, optimizer, max_nfe,
         max_backward, max_reward_calls, max_seconds, seed, out, progress, robust=None, aggregate=None, standardize=False,
         pipeline=None, prompt=None, negative_prompt=None, guidance_scale=0.0, height=None, width=None, dtype="fp32",
         device=None, checkpoint=False, particles=8, potential="max", lam=10.0, alpha=None, interval=5,
-        ess_threshold=0.5, resampling="systematic"):
+        ess_threshold=0.5, resampling="systematic", scale=None):
     """Steer a bundled generator toward a reward; write grid.png, trace.png and result.json to --out."""
     from . import methods as m
     from .budget import Budget
@@ -172,27 +182,30 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
         gen, reward, heldout = _pipeline_setup(ctx, pipeline, prompt, negative_prompt,
                                                guidance_scale, steps, height, width, dtype, device, checkpoint,
                                                rewards, heldouts, particle=method in PARTICLE_METHODS)
-        target = None
+        target, place = None, None
     else:
         if model not in GENERATORS:  # check every name before loading any weights
             raise UnknownNameError("generator", model, GENERATORS)
+        place = _placement(device, dtype)  # a bad --device fails before any weights load
         cond = _condition(condition, target)
         members = [reward_from_spec(s, target) for s in rewards]
         reward = members[0] if len(members) == 1 else Ensemble(members, name="+".join(rewards))
         heldout = _heldout(heldouts, target)
         transforms = _transforms(robust)  # a bad spec fails before any weights load
         gen = generator(model, steps=steps)
+        _to(place, gen, reward, *heldout.values())
         reward, heldout = _ensemble_options(reward, heldout, gen, cond, aggregate, standardize)
+        _to(place, None, *heldout.values())
         if transforms is not None:
             from .robust import TransformedReward
 
             reward = TransformedReward(reward, transforms, seed=seed)
         target = cond
-    common = dict(cond=target, budget=budget, seed=seed, heldout=heldout, progress=progress)
+    common = dict(cond=target, budget=budget, seed=seed, heldout=heldout, progress=progress, **run_hooks())
     if method == "best_of_n":
-        call = lambda: m.best_of_n(gen, reward, n=candidates, k=n, **common)  # noqa: E731
+        call = lambda: m.best_of_n(gen, reward, n=n, candidates=candidates, **common)  # noqa: E731
     elif method == "random_search":
-        call = lambda: m.random_search(gen, reward, rounds=iters, candidates_per_round=candidates, k=n, **common)  # noqa: E731
+        call = lambda: m.random_search(gen, reward, n=n, iters=iters, candidates=candidates, **common)  # noqa: E731
     elif method == "zero_order_search":
         call = lambda: m.zero_order_search(gen, reward, n=n, iters=iters, **common)  # noqa: E731
     else:
@@ -200,8 +213,8 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
     if method in PARTICLE_METHODS:
         call = _particle_call(m.METHODS[PARTICLE_METHODS[method]], model, pipeline, steps, reward, n, particles,
                               dict(potential=potential, lam=lam, alpha=alpha, interval=interval,
-                                   ess_threshold=ess_threshold, resampling=resampling), common,
-                              sampler=gen if pipeline is not None else None)
+                                   ess_threshold=ess_threshold, resampling=resampling, scale=scale), common,
+                              sampler=gen if pipeline is not None else None, place=place)
     try:
         result = call()
     except Exception as e:
@@ -228,13 +241,16 @@ def _molecule_run(ctx, method, rewards, heldouts, steps, n, particles, budget, s
     for name in ("robust", "aggregate", "standardize", "pipeline", "condition"):
         if ctx.get_parameter_source(name) != default:
             raise RewardsteerError(f"--{name} is an image option; molecule runs take --reward, --heldout, --method")
+    for name in ("device", "dtype"):
+        if ctx.get_parameter_source(name) != default:
+            raise RewardsteerError(f"--{name} is not wired for --model moses-mdlm yet (it runs on the CPU in fp32)")
     rewards = [steer.DEFAULT_REWARD] if ctx.get_parameter_source("rewards") == default else list(rewards)
     heldouts = [steer.DEFAULT_HELDOUT] if ctx.get_parameter_source("heldouts") == default else list(heldouts)
     steps = DEFAULT_STEPS if ctx.get_parameter_source("steps") == default else steps
     if ctx.get_parameter_source("method") == default:
         method = "svdd"
     sampler, call = steer.setup(method, rewards, heldouts, steps, n, particles, knobs,
-                                dict(budget=budget, seed=seed, progress=progress))
+                                dict(budget=budget, seed=seed, progress=progress, **run_hooks()))
     try:
         result = call()
     except Exception as e:
@@ -284,18 +300,48 @@ def _condition(condition: str, target: int) -> int | None:
     raise RewardsteerError(f"--condition must be none, class or a digit 0-9; got '{condition}'")
 
 
-def _particle_call(method, model, pipeline, steps, reward, n, particles, knobs, common, sampler=None):
-    """A particle method (fk, das, svdd, trajectory_best_of_n) on mnist-flow's stochastic sampler (eta = 1),
-    or on `sampler` when given (a --pipeline's diffusers sampler)."""
+def _particle_call(method, model, pipeline, steps, reward, n, particles, knobs, common, sampler=None, place=None):
+    """A particle method (fk, das, svdd, trajectory_best_of_n, guidance) on mnist-flow's stochastic sampler
+    (eta = 1), or on `sampler` when given (a --pipeline's diffusers sampler)."""
     from .models import flow_sampler
 
     if sampler is None and (pipeline is not None or model != "mnist-flow"):
         raise RewardsteerError(f"{method.__name__} steers a multi-step stochastic sampler: use --model mnist-flow")
     wanted = {"fk_steering": ("potential", "lam", "interval", "ess_threshold", "resampling"),
-              "das": ("alpha", "ess_threshold", "resampling"), "svdd": ("alpha",)}.get(method.__name__, ())
+              "das": ("alpha", "ess_threshold", "resampling"), "svdd": ("alpha",),
+              "reward_guidance": ("scale",)}.get(method.__name__, ())
     knobs = {k: knobs[k] for k in wanted if knobs[k] is not None}
-    sampler = sampler if sampler is not None else flow_sampler(steps, eta=1.0)
+    if sampler is None:
+        sampler = flow_sampler(steps, eta=1.0)
+        _to(place, sampler)
     return lambda: method(sampler, reward, n=n, particles=particles, **knobs, **common)
+
+
+def _placement(device, dtype):
+    """(device, dtype) for --device / --dtype on the bundled models, or None when both are the defaults."""
+    import torch
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if device is None and dtype == "fp32":
+        return None
+    try:
+        dev = torch.device(device or "cpu")
+    except RuntimeError:
+        raise RewardsteerError(f"--device '{device}' is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RewardsteerError(f"--device {device}: torch sees no CUDA device here")
+    return dev, dtypes[dtype]
+
+
+def _to(place, generator, *rewards) -> None:
+    """Move the generator (weights and dtype) and the rewards (device only: they read its samples cast)."""
+    if place is None:
+        return
+    device, dtype = place
+    if generator is not None:
+        generator.to(device=device, dtype=dtype)
+    for r in rewards:
+        r.to(device)
 
 
 def _pipeline_setup(ctx, pipeline, prompt, negative_prompt, guidance_scale, steps, height, width, dtype, device,
@@ -408,7 +454,16 @@ def score_smiles(path, rewards, skip_invalid, check_model, out):
 def train_reward(pairs, out, name, members, bootstrap, epochs, batch, lr, width, heldout_fraction, seed):
     """Train a Bradley-Terry reward model (small CNN) on preference pairs.
 
-    PAIRS is a safetensors file with tensors 'preferred' and 'rejected', each (N, C, H, W) images in [0, 1].
+    PAIRS is a safetensors file with two float tensors of one shape, 'preferred' and 'rejected', each
+    (N, C, H, W) images in [0, 1] with N >= 2: row j of 'preferred' was preferred to row j of 'rejected'.
+    Build one from samples and any scoring function (here 10% of the labels flipped, as noisy annotators):
+
+    \b
+      from rewardsteer.preference import make_pairs, save_pairs
+      preferred, rejected = make_pairs(images, score_fn, flip=0.1)  # score_fn(images) -> (N,)
+      save_pairs("pairs.safetensors", preferred, rejected)
+
+    Use the trained models as --reward bt:OUT, or in Python as rewardsteer.models.load_bt(OUT).
     """
     from .preference import load_pairs, train_and_save
 
@@ -469,8 +524,31 @@ def demo(out, target, iters):
         click.echo(line)
 
 
+def _add_commands():
+    """Commands defined in their own packages (batch runs: rewardsteer.batch; the web demo: rewardsteer.serve)."""
+    from .batch.command import batch
+    from .serve.command import serve
+
+    cli.add_command(batch)
+    cli.add_command(serve)
+
+
+_add_commands()
+
+
 def main(argv=None):
-    """Entry point: user errors print one line and exit 2, never a traceback."""
+    """Entry point: user errors print one line and exit 2, never a traceback; SIGTERM (what job schedulers send)
+    acts as Ctrl-C (the partial result is written) and exits 143."""
+    with sigterm_as_interrupt() as term:
+        try:
+            _main(argv)
+        except SystemExit as e:
+            if term["signal"] and e.code == 130:
+                sys.exit(SIGTERM_EXIT)
+            raise
+
+
+def _main(argv=None):
     try:
         cli.main(args=argv, prog_name="rewardsteer", standalone_mode=False)
     except click.exceptions.Abort:

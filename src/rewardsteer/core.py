@@ -24,11 +24,20 @@ def select_cond(cond: Any, index: torch.Tensor | slice, batch: int) -> Any:
     return cond
 
 
-def as_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
+def make_rng(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch.Generator from a seed (or the one given); methods never touch the global RNG."""
     if isinstance(seed, torch.Generator):
         return seed
     return torch.Generator(device=device).manual_seed(0 if seed is None else int(seed))
+
+
+def reference(module: Any) -> torch.Tensor:
+    """A tensor carrying a module's device and dtype: its first parameter, else its first buffer, else a CPU
+    float32 scalar (a generator or sampler without weights)."""
+    if isinstance(module, torch.nn.Module):
+        for t in (*module.parameters(), *module.buffers()):
+            return t
+    return torch.zeros(())
 
 
 class OneStepGenerator(torch.nn.Module):
@@ -43,10 +52,9 @@ class OneStepGenerator(torch.nn.Module):
     nfe_per_call: int = 1
 
     def sample_noise(self, n: int, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
-        ref = next(self.parameters(), None)
-        device = device or (ref.device if ref is not None else "cpu")
-        dtype = dtype or (ref.dtype if ref is not None else torch.float32)
-        return torch.randn((n, *self.noise_shape), generator=generator, device=generator.device).to(device, dtype)
+        ref = reference(self)
+        return torch.randn((n, *self.noise_shape), generator=generator, device=generator.device).to(
+            device or ref.device, dtype or ref.dtype)
 
 
 class Transition:
@@ -136,7 +144,7 @@ class Sampler(torch.nn.Module):
 
     def initial_state(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n draws of x_0 on the sampler's device: standard Gaussian noise of `state_shape`."""
-        ref = next(iter((*self.parameters(), *self.buffers())), torch.zeros(()))
+        ref = reference(self)
         return torch.randn((n, *self.state_shape), generator=generator, device=generator.device).to(ref.device, ref.dtype)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,10 +157,9 @@ class Sampler(torch.nn.Module):
         return StepOutput(x_next, mean, std, x0)
 
     def sample_noise(self, n: int, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
-        ref = next(self.parameters(), None)
-        device = device or (ref.device if ref is not None else "cpu")
-        dtype = dtype or (ref.dtype if ref is not None else torch.float32)
-        return torch.randn((n, *self.state_shape), generator=generator, device=generator.device).to(device, dtype)
+        ref = reference(self)
+        return torch.randn((n, *self.state_shape), generator=generator, device=generator.device).to(
+            device or ref.device, dtype or ref.dtype)
 
     def sample(self, noise: torch.Tensor, cond: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Run every step from `noise` (x_0) and decode; fresh step noise comes from `generator` wherever a
@@ -212,6 +219,42 @@ class Reward:
 
     def __call__(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
         return self.evaluate(samples, cond)[0]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Reward:
+        """Move every network this reward holds (and those of the rewards it wraps: ensemble members, robust
+        wrappers) to `device` and, if given, `dtype`; returns self. The bundled rewards cast their input to their
+        network's dtype, so an fp16/bf16 generator can feed an fp32 reward."""
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if kwargs:
+            _move(vars(self), kwargs, set())
+        return self
+
+
+def _move(value: Any, kwargs: dict, seen: set) -> None:
+    """Move the nn.Modules reachable from `value` (attributes, dicts, lists, bound methods) in place."""
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, torch.nn.Module):
+        value.to(**kwargs)
+    elif isinstance(value, Reward):
+        if hasattr(value, "_stacks"):
+            value._stacks = None  # stacked ensemble weights are rebuilt from the moved members
+        _move(vars(value), kwargs, seen)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _move(v, kwargs, seen)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _move(v, kwargs, seen)
+    elif isinstance(getattr(value, "__self__", None), torch.nn.Module):  # a bound method such as net.features
+        _move(value.__self__, kwargs, seen)
+
+
+def input_for(net: torch.nn.Module, samples: torch.Tensor) -> torch.Tensor:
+    """Samples in the dtype of the network about to score them (floating samples only)."""
+    dtype = reference(net).dtype
+    return samples.to(dtype) if samples.is_floating_point() and samples.dtype != dtype else samples
 
 
 class FunctionReward(Reward):

@@ -22,6 +22,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .core import OneStepGenerator, Sampler, ddim_posterior
+from .errors import RewardsteerError
 from .nets import UNet
 
 NULL_CLASS = 10  # the label-dropout class: the guidance-free unconditional model
@@ -37,8 +38,19 @@ def class_labels(cond: Any, batch: int, device) -> torch.Tensor:
     if y.ndim == 0:
         y = y.expand(batch)
     if y.shape != (batch,) or y.min() < 0 or y.max() > NULL_CLASS:
-        raise ValueError(f"cond must be None, a class in 0..9 or a ({batch},) tensor of classes; got {cond!r}")
+        raise RewardsteerError(f"cond must be None, a class in 0..9 or a ({batch},) tensor of classes; got {cond!r}")
     return y
+
+
+def check_class_cond(cond: Any, batch: int) -> None:
+    """What the MNIST models accept as a condition (`class_labels`), checked before a run starts."""
+    if isinstance(cond, torch.Tensor) and cond.is_floating_point():
+        raise RewardsteerError(f"cond must hold integer classes 0..9; got a {cond.dtype} tensor")
+    try:
+        class_labels(cond, batch, "cpu")
+    except (TypeError, RuntimeError):
+        raise RewardsteerError(f"cond must be None, a class in 0..9 or a ({batch},) tensor of classes; "
+                               f"got {cond!r}") from None
 
 
 @lru_cache(maxsize=4)
@@ -85,6 +97,9 @@ class FlowSampler(Sampler):
 
     def time(self, i: int) -> float:
         return i / self.num_steps
+
+    def check_cond(self, cond: Any, batch: int) -> None:
+        check_class_cond(cond, batch)
 
     def velocity(self, x: torch.Tensor, t: float, cond: Any, code: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
@@ -133,6 +148,9 @@ class OneStepUNet(OneStepGenerator):
         self.model, self.prior, self.temperature = model, prior, temperature
         self.noise_shape = (1, 28, 28)
 
+    def check_cond(self, cond: Any, batch: int) -> None:
+        check_class_cond(cond, batch)
+
     def forward(self, z: torch.Tensor, cond: Any = None) -> torch.Tensor:
         if cond is None and self.prior == "mixture":
             y = mixture_weights(z, self.temperature)
@@ -154,6 +172,11 @@ class UnrolledSampler(OneStepGenerator):
         self.sampler, self.checkpoint = sampler, checkpoint
         self.noise_shape = tuple(sampler.state_shape)
         self.nfe_per_call = sampler.num_steps
+
+    def check_cond(self, cond: Any, batch: int) -> None:
+        check = getattr(self.sampler, "check_cond", None)
+        if check is not None:
+            check(cond, batch)
 
     def _step(self, x, i, cond):
         return self.sampler.step(x, i, cond, None).mean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -53,8 +54,28 @@ def list_models(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
     return [model_card(n, weights_dir) for n in BUNDLED if (weights_dir / f"{n}.json").is_file()]
 
 
+_LOADED: dict | None = None  # name -> network, while keep_loaded() is on (batch workers)
+
+
+def keep_loaded(on: bool = True) -> None:
+    """Keep every network `load_network` reads in memory for the life of the process, so a batch worker running
+    many jobs reads each model's file once. Each call still returns its own copy (a run may move its copy to
+    another device or dtype in place)."""
+    global _LOADED
+    _LOADED = {} if on else None
+
+
 def load_network(name: str, weights_dir: Path = WEIGHTS_DIR) -> torch.nn.Module:
     """The bundled network `name` in eval mode, gradients off for its parameters."""
+    if _LOADED is not None:
+        key = f"{weights_dir}/{name}"
+        if key not in _LOADED:
+            _LOADED[key] = _load_network(name, weights_dir)
+        return copy.deepcopy(_LOADED[key])
+    return _load_network(name, weights_dir)
+
+
+def _load_network(name: str, weights_dir: Path) -> torch.nn.Module:
     card = model_card(name, weights_dir)
     arch = card["architecture"]
     net = _ARCHITECTURES[arch["class"]](**arch["config"])

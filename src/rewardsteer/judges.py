@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from .core import Reward
+from .core import Reward, input_for
 from .nets import TransformerBlock
 
 MNIST_SHAPE = (1, 28, 28)
@@ -142,7 +142,7 @@ class RealismMonitor(Reward):
 
     @torch.no_grad()
     def score(self, samples: torch.Tensor, cond=None) -> torch.Tensor:
-        return -self.index(samples)
+        return -self.index(input_for(self.index, samples)).float()
 
 
 def pca_basis(images: torch.Tensor, components: int) -> torch.Tensor:

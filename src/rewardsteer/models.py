@@ -1,4 +1,9 @@
-"""Ready-to-use bundled models: the flow sampler, the one-step generator, classifiers and their rewards."""
+"""Ready-to-use bundled models: the flow sampler, the one-step generator, classifiers and their rewards.
+
+Weights load on the CPU in float32; generators take `device=` / `dtype=` (or `.to(...)` as any nn.Module), and
+every reward moves with `reward.to(device)` (ensembles and robust wrappers move their members). `load_bt(PATH)`
+reads Bradley-Terry reward models trained by `rewardsteer train-reward`.
+"""
 
 from __future__ import annotations
 
@@ -18,21 +23,31 @@ CLASSIFIERS = tuple(n for n in BUNDLED if n.startswith(("mnist-judge", "mnist-pr
 DEFAULT_GUIDANCE = 2.0
 
 
-def flow_sampler(num_steps: int = 50, guidance: float = DEFAULT_GUIDANCE, eta: float = 1.0) -> FlowSampler:
+def _placed(module, device, dtype):
+    """`module` moved to `device` / `dtype` when given (the bundled weights load on the CPU in float32)."""
+    kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    return module.to(**kwargs) if kwargs else module
+
+
+def flow_sampler(num_steps: int = 50, guidance: float = DEFAULT_GUIDANCE, eta: float = 1.0, device=None,
+                 dtype=None) -> FlowSampler:
     """`mnist-flow` as a stochastic (eta > 0) or deterministic (eta = 0) multi-step sampler; cond=None draws
-    any digit from the mixture prior (`flow` module docstring)."""
-    return FlowSampler(load_network("mnist-flow"), num_steps, guidance, eta)
+    any digit from the mixture prior (`flow` module docstring). `device` / `dtype`: where its weights go."""
+    return _placed(FlowSampler(load_network("mnist-flow"), num_steps, guidance, eta), device, dtype)
 
 
-def onestep(prior: str = "mixture") -> OneStepUNet:
+def onestep(prior: str = "mixture", device=None, dtype=None) -> OneStepUNet:
     """`mnist-onestep`: G(z, class) -> image, differentiable in z; cond=None draws any digit from the mixture
-    prior (class code read from z), or from the label-dropout null class with `prior="null"`."""
-    return OneStepUNet(load_network("mnist-onestep"), prior)
+    prior (class code read from z), or from the label-dropout null class with `prior="null"`. `device` /
+    `dtype`: where its weights go (e.g. "cuda", torch.bfloat16); rewards follow with `reward.to(device)`."""
+    return _placed(OneStepUNet(load_network("mnist-onestep"), prior), device, dtype)
 
 
-def unrolled_flow(num_steps: int = 4, guidance: float = DEFAULT_GUIDANCE, checkpoint: bool = True) -> UnrolledSampler:
+def unrolled_flow(num_steps: int = 4, guidance: float = DEFAULT_GUIDANCE, checkpoint: bool = True, device=None,
+                  dtype=None) -> UnrolledSampler:
     """`mnist-flow` with a few deterministic ODE steps, as a one-step generator for noise optimization."""
-    return UnrolledSampler(flow_sampler(num_steps, guidance, eta=0.0), checkpoint=checkpoint)
+    return UnrolledSampler(flow_sampler(num_steps, guidance, eta=0.0, device=device, dtype=dtype),
+                           checkpoint=checkpoint)
 
 
 def classifier(name: str) -> torch.nn.Module:
@@ -74,12 +89,13 @@ def default_reward(target: int | None = None) -> Reward:
 GENERATORS = ("mnist-onestep", "mnist-flow")
 
 
-def generator(name: str, steps: int = 8, guidance: float = DEFAULT_GUIDANCE, checkpoint: bool = True):
+def generator(name: str, steps: int = 8, guidance: float = DEFAULT_GUIDANCE, checkpoint: bool = True, device=None,
+              dtype=None):
     """A bundled model as a one-step generator: `mnist-onestep`, or `mnist-flow` unrolled over `steps` ODE steps."""
     if name == "mnist-onestep":
-        return onestep()
+        return onestep(device=device, dtype=dtype)
     if name == "mnist-flow":
-        return unrolled_flow(steps, guidance, checkpoint)
+        return unrolled_flow(steps, guidance, checkpoint, device=device, dtype=dtype)
     raise UnknownNameError("generator", name, GENERATORS)
 
 

@@ -5,9 +5,9 @@ Reward hacking (Gao et al. 2023, "Scaling laws for reward model overoptimization
 rewards at every trace row (`methods.common.score_heldout`), so the monitor is a post-hoc function of the
 trace and works for every method without touching them:
 
-- held-out rewards: the alarm fires when, within `window` consecutive rows, the objective trends up
-  (Pearson correlation with the row index ≥ `min_corr`) while a held-out reward trends down (≤ −`min_corr`)
-  and drops by more than `min_drop`;
+- held-out rewards: the alarm fires on a sustained fall that exceeds the held-out score's own noise: for
+  `window` consecutive rows a held-out reward stays below its best value so far by more than z standard errors
+  of its batch mean (from the batch's spread, recorded per row), while the objective rose (`check`);
 - diversity: pass `BatchDiversity` as a held-out reward (named `diversity*`; reported, never alarmed on):
   its batch mean is the mean pairwise distance of the samples in a feature space (`mnist-judge` features);
 - distance from the prior: best-of-N's analytic KL_bon = log n − (n − 1)/n (Stiennon et al. 2020; exact for
@@ -21,15 +21,26 @@ from collections.abc import Callable
 
 import torch
 
-from .core import Reward
+from .core import Reward, input_for
 
 MONITOR_ONLY_PREFIX = "diversity"
 
 
-def alarm_watched(name: str) -> bool:
-    """Held-out columns the alarm reads: scores, not diversity (reported only) nor the judges' 0/1 hits
-    (`NAME/acc`, `judges_agree`: reported in the summary; their log-probabilities are watched instead)."""
+# Held-out columns reported but not alarmed on: properties of the batch's make-up, which steering toward a class
+# changes by design. Diversity falls as outputs converge on one class; realism (`mnist-realism`) has class-dependent
+# levels (real 1s score −0.39, real 8s −1.19 on MNIST test digits), so a fall in it is no evidence of hacking alone.
+REPORTED_ONLY = (MONITOR_ONLY_PREFIX, "realism")
+
+
+def plotted(name: str) -> bool:
+    """Held-out score columns (not the judges' 0/1 hits `NAME/acc`, `judges_agree`, nor diversity)."""
     return not (name.startswith(MONITOR_ONLY_PREFIX) or name.endswith("/acc") or name == "judges_agree")
+
+
+def alarm_watched(name: str) -> bool:
+    """Held-out columns the alarm reads: scores, not the reported-only monitors (diversity, realism) nor the
+    judges' 0/1 hits (`NAME/acc`, `judges_agree`: reported in the summary; their log-probabilities are watched)."""
+    return plotted(name) and not name.startswith(REPORTED_ONLY)
 
 
 def kl_best_of_n(n: float) -> float:
@@ -51,16 +62,10 @@ class BatchDiversity(Reward):
         b = samples.shape[0]
         if b < 2:
             return samples.new_full((b,), math.nan, dtype=torch.float32)
-        f = self.features(samples.float()).flatten(1).float()  # (B, D)
+        net = getattr(self.features, "__self__", None)  # a network's bound method: feed it its own dtype
+        x = input_for(net, samples) if isinstance(net, torch.nn.Module) else samples.float()
+        f = self.features(x).flatten(1).float()  # (B, D)
         return torch.cdist(f, f).sum(1) / (b - 1)
-
-
-def _corr(y: list[float]) -> float:
-    t = torch.arange(len(y), dtype=torch.float64)
-    v = torch.tensor(y, dtype=torch.float64)
-    if v.std() == 0:
-        return 0.0
-    return float(torch.corrcoef(torch.stack([t, v]))[0, 1])
 
 
 def objective_key(trace: list[dict]) -> str:
@@ -69,24 +74,53 @@ def objective_key(trace: list[dict]) -> str:
     return "best" if trace and "drawn" in trace[0] else "score"
 
 
-def check(trace: list[dict], config: dict | None = None, window: int = 5, min_corr: float = 0.6,
+def _row_noise(trace: list[dict], name: str, values: list[float]) -> list[float]:
+    """Per row, the standard error of the held-out mean: the batch spread / √n recorded in the trace; for a
+    trace without it (saved before it was recorded), the row-to-row noise of the series itself
+    (std of first differences / √2), the same for every row."""
+    if all(name in r.get("heldout_sd", {}) and r.get("heldout_n") for r in trace):
+        return [r["heldout_sd"][name] / math.sqrt(r["heldout_n"]) if math.isfinite(r["heldout_sd"][name]) else 0.0
+                for r in trace]
+    diffs = torch.tensor([b - a for a, b in zip(values, values[1:]) if math.isfinite(a) and math.isfinite(b)],
+                         dtype=torch.float64)
+    noise = float(diffs.std()) / math.sqrt(2) if diffs.numel() > 1 else 0.0
+    return [noise] * len(values)
+
+
+def check(trace: list[dict], config: dict | None = None, window: int = 5, z: float = 2.0,
           min_drop: float = 1e-3) -> dict:
-    """The monitor's verdict on a trace: alarm flag, where it first fired, diversity and prior distance."""
+    """The monitor's verdict on a trace: alarm flag, where it first fired, diversity and prior distance.
+
+    The alarm fires at row t for a held-out reward h when, with p the row of h's highest value so far:
+    - the decline is sustained: each of the last `window` rows (all after p) lies below h_p by more than
+    - its noise: z·√(se_p² + se_t²) (se: the standard error of the held-out mean at that row, from the
+      batch's spread; `_row_noise`), and by more than `min_drop`;
+    - while the objective rose: its mean over those rows exceeds its value at p.
+    So a 0.01-nat wiggle of a near-saturated judge does not alarm, while a fall that outlasts its noise does.
+    """
     out: dict = {"alarm": False, "window": window, "iteration": None, "heldout": None}
-    if window < 3:
-        raise ValueError(f"window must be at least 3 rows, got {window}")
+    if window < 2:
+        raise ValueError(f"window must be at least 2 rows, got {window}")
     key = objective_key(trace)
     names = [k for k in (trace[0]["heldout"] if trace else {}) if alarm_watched(k)]
-    for end in range(window, len(trace) + 1):
-        rows = trace[end - window:end]
-        obj = [r[key] for r in rows]
-        if not all(math.isfinite(v) for v in obj) or _corr(obj) < min_corr:
-            continue
+    obj = [r[key] for r in trace]
+    series = {name: [r["heldout"][name] for r in trace] for name in names}
+    noise = {name: _row_noise(trace, name, series[name]) for name in names}
+    for t in range(window, len(trace)):
         for name in names:
-            held = [r["heldout"][name] for r in rows]
-            if all(math.isfinite(v) for v in held) and _corr(held) <= -min_corr and held[0] - held[-1] > min_drop:
-                out.update(alarm=True, iteration=rows[-1]["iteration"], heldout=name,
-                           objective=[obj[0], obj[-1]], heldout_values=[held[0], held[-1]])
+            h, se = series[name], noise[name]
+            finite = [i for i in range(t + 1) if math.isfinite(h[i])]
+            if not finite:
+                continue
+            p = max(finite, key=lambda i: (h[i], -i))  # the first row of the highest value so far
+            last = range(t - window + 1, t + 1)
+            if p >= last[0] or not all(math.isfinite(h[i]) and math.isfinite(obj[i]) for i in last):
+                continue
+            threshold = [max(min_drop, z * math.sqrt(se[p] ** 2 + se[i] ** 2)) for i in last]
+            rose = math.isfinite(obj[p]) and sum(obj[i] for i in last) / window > obj[p]
+            if rose and all(h[p] - h[i] > th for i, th in zip(last, threshold)):
+                out.update(alarm=True, iteration=trace[t]["iteration"], heldout=name, since=trace[p]["iteration"],
+                           objective=[obj[p], obj[t]], heldout_values=[h[p], h[t]], noise=threshold[-1])
                 break
         if out["alarm"]:
             break
@@ -95,14 +129,15 @@ def check(trace: list[dict], config: dict | None = None, window: int = 5, min_co
             out[k] = [trace[0]["heldout"][k], trace[-1]["heldout"][k]]
     if trace and "prior_nll" in trace[-1]:
         out["prior_nll_increase"] = trace[-1]["prior_nll"] - trace[0]["prior_nll"]
-    if trace and "drawn" in trace[-1] and (config or {}).get("k", 1) == 1:
+    if trace and "drawn" in trace[-1] and (config or {}).get("k", (config or {}).get("n", 1)) == 1:
         out["kl_best_of_n"] = kl_best_of_n(trace[-1]["drawn"])
     return out
 
 
 def monitor_lines(verdict: dict) -> list[str]:
     """The CLI summary's monitor lines: distance from the prior and diversity when known, and the alarm."""
-    parts = [f"{k} {v[0]:.3f} -> {v[1]:.3f}" for k, v in verdict.items() if k.startswith(MONITOR_ONLY_PREFIX)]
+    parts = [f"{k} {v[0]:.3f} -> {v[1]:.3f}" if all(map(math.isfinite, v)) else f"{k} n/a (needs 2+ outputs)"
+             for k, v in verdict.items() if k.startswith(MONITOR_ONLY_PREFIX)]
     if "kl_best_of_n" in verdict:
         parts.append(f"KL_bon {verdict['kl_best_of_n']:.3f} nats")
     if "prior_nll_increase" in verdict:
@@ -110,6 +145,8 @@ def monitor_lines(verdict: dict) -> list[str]:
     if not verdict.get("alarm"):
         return [f"monitor: {', '.join([*parts, 'no over-optimization alarm'])}"]
     o, h = verdict["objective"], verdict["heldout_values"]
+    since = f"since iteration {verdict['since']} " if "since" in verdict else ""
+    noise = f" (more than its noise, {verdict['noise']:.3f}, for {verdict['window']} rows)" if "noise" in verdict else ""
     return [f"monitor: {', '.join([*parts, 'ALARM'])}",
-            f"OVER-OPTIMIZATION ALARM at iteration {verdict['iteration']}: over the last {verdict['window']} rows the "
-            f"objective rose {o[0]:.3f} -> {o[1]:.3f} while held-out {verdict['heldout']} fell {h[0]:.3f} -> {h[1]:.3f}"]
+            f"OVER-OPTIMIZATION ALARM at iteration {verdict['iteration']}: {since}the objective rose {o[0]:.3f} -> "
+            f"{o[1]:.3f} while held-out {verdict['heldout']} fell {h[0]:.3f} -> {h[1]:.3f}{noise}"]

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from . import aggregates as agg
 from . import hub, models
-from .core import Reward, as_generator
+from .core import Reward, make_rng
 from .errors import RewardsteerError
 from .methods import reno
 from .monitor import kl_best_of_n
@@ -150,7 +150,7 @@ def bt_proxies(generator, gold: GoldReward, cfg: Config, log) -> tuple[Ensemble,
     x = pool(generator, 2 * cfg.bt_pairs, cfg.target, 777, cfg.batch)
     g = score_all(gold, x, cfg.target, cfg.batch)["gold"]
     a, b, ga, gb = x[0::2], x[1::2], g[0::2], g[1::2]
-    flip = torch.rand(cfg.bt_pairs, generator=as_generator(778)) < cfg.flip
+    flip = torch.rand(cfg.bt_pairs, generator=make_rng(778)) < cfg.flip
     a_wins = (ga > gb) ^ flip
     pref, rej = torch.where(a_wins[:, None, None, None], a, b), torch.where(a_wins[:, None, None, None], b, a)
     nets, metrics = train_ensemble(pref, rej, members=cfg.bt_members, seed=0, epochs=cfg.bt_epochs)

@@ -6,7 +6,9 @@ P(a ≻ b) = σ(r_θ(a) − r_θ(b)); training minimises −log σ(r_θ(a_j) −
 resamples of the pairs (Coste et al. 2024 found seeds alone give enough diversity). A BT reward is defined up
 to a constant, so calibrate (standardize) members before aggregating them.
 
-Pairs file: safetensors with tensors `preferred` and `rejected`, each (N, C, H, W) images in [0, 1].
+Pairs file: safetensors with tensors `preferred` and `rejected`, each (N, C, H, W) images in [0, 1], row j of
+`preferred` preferred to row j of `rejected`; `make_pairs` builds them from samples and a scoring function and
+`save_pairs` writes them. `load_bt` reads the trained models back as a reward.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from .core import Reward
+from .core import Reward, input_for
 from .errors import RewardsteerError, WeightsError
 from .hub import load_safetensors
 from .nets import Classifier
@@ -40,10 +43,20 @@ class BTReward(Reward):
         self.net, self.name, self.differentiable = net, name, True
 
     def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        return self.from_output(self.net(samples), samples, cond)
+        return self.from_output(self.net(input_for(self.net, samples)), samples, cond)
 
     def from_output(self, out: torch.Tensor, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
         return out[:, 0].float()
+
+
+def check_pairs(a: torch.Tensor, b: torch.Tensor, where: str = "pairs") -> None:
+    """Matching (N, C, H, W) shapes with N >= 2, finite, in [0, 1]: what `train-reward` accepts."""
+    if a.shape != b.shape or a.ndim != 4 or a.shape[0] < 2:
+        raise RewardsteerError(f"{where}: 'preferred' {tuple(a.shape)} and 'rejected' {tuple(b.shape)} must both be "
+                               "(N, C, H, W) with N >= 2")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()) or min(a.min(), b.min()) < 0 or \
+            max(a.max(), b.max()) > 1:
+        raise RewardsteerError(f"{where}: images must lie in [0, 1]")
 
 
 def load_pairs(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,12 +67,81 @@ def load_pairs(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise RewardsteerError(f"{path} lacks tensor(s) {sorted(missing)}; expected 'preferred' and 'rejected', "
                                f"each (N, C, H, W) in [0, 1]; found {sorted(t)}")
     a, b = t["preferred"].float(), t["rejected"].float()
-    if a.shape != b.shape or a.ndim != 4 or a.shape[0] < 2:
-        raise RewardsteerError(f"{path}: 'preferred' {tuple(a.shape)} and 'rejected' {tuple(b.shape)} must both be "
-                               "(N, C, H, W) with N >= 2")
-    if min(a.min(), b.min()) < 0 or max(a.max(), b.max()) > 1:
-        raise RewardsteerError(f"{path}: images must lie in [0, 1]")
+    check_pairs(a, b, str(path))
     return a, b
+
+
+def save_pairs(path: str | Path, preferred: torch.Tensor, rejected: torch.Tensor) -> Path:
+    """Write a pairs file for `rewardsteer train-reward`: safetensors with float32 tensors `preferred` and
+    `rejected`, each (N, C, H, W) in [0, 1]; row j of `preferred` was preferred to row j of `rejected`."""
+    a, b = preferred.detach().float().cpu().contiguous(), rejected.detach().float().cpu().contiguous()
+    check_pairs(a, b)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"preferred": a, "rejected": b}, str(path))
+    return path
+
+
+@torch.no_grad()
+def make_pairs(samples: torch.Tensor, score_fn, *, pairs: int | None = None, flip: float = 0.0,
+               temperature: float | None = None, cond: Any = None, seed: int = 0,
+               batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preference pairs (preferred, rejected) from samples and a scoring function, as `train-reward` reads them.
+
+    `score_fn` is a Reward or any callable `fn(samples, cond)` / `fn(samples)` -> (N,) scores (scored `batch` at a
+    time, without gradients). Samples are paired at random: N // 2 disjoint pairs, or `pairs=M` pairs of two
+    distinct samples each. In each pair the higher score is preferred — or, with `temperature` T, the first
+    is preferred with the Bradley-Terry probability σ((s_a − s_b)/T) (Bradley & Terry 1952) — and then a
+    fraction `flip` of the labels is flipped at random (simulated annotator noise, as in Gao et al. 2023 and
+    Coste et al. 2024). Ties go to either side at random. Seeded by `seed`; the global RNG is left alone.
+    Write them with `save_pairs`.
+    """
+    from .wrap import _takes_cond
+
+    if not isinstance(samples, torch.Tensor) or samples.ndim < 2 or samples.shape[0] < 2:
+        raise RewardsteerError("make_pairs needs a tensor of at least 2 samples, (N, ...)")
+    if not 0 <= flip <= 1:
+        raise RewardsteerError(f"make_pairs: flip is the fraction of labels flipped, in [0, 1]; got {flip}")
+    if temperature is not None and not temperature > 0:
+        raise RewardsteerError(f"make_pairs: temperature must be > 0, got {temperature}")
+    n = samples.shape[0]
+    if isinstance(score_fn, Reward):
+        call = score_fn
+    elif callable(score_fn):
+        call = score_fn if _takes_cond(score_fn) else (lambda x, c: score_fn(x))
+    else:
+        raise RewardsteerError(f"make_pairs needs a scoring function fn(samples[, cond]) -> (N,); got "
+                               f"{type(score_fn).__name__}")
+    scores = []
+    for i in range(0, n, batch):
+        c = cond[i:i + batch] if isinstance(cond, torch.Tensor) and cond.ndim > 0 and cond.shape[0] == n else cond
+        s = torch.as_tensor(call(samples[i:i + batch], c))
+        if s.shape != (min(batch, n - i),):
+            raise RewardsteerError(f"make_pairs: the scoring function returned shape {tuple(s.shape)} for a batch of "
+                                   f"{min(batch, n - i)}; expected one score per sample")
+        scores.append(s.detach().double().cpu())
+    s = torch.cat(scores)
+    if not torch.isfinite(s).all():
+        raise RewardsteerError(f"make_pairs: {int((~torch.isfinite(s)).sum())} sample(s) scored NaN/inf")
+    g = torch.Generator().manual_seed(seed)
+    if pairs is None:
+        perm = torch.randperm(n, generator=g)[: 2 * (n // 2)]
+        i, j = perm[0::2], perm[1::2]
+    else:
+        if not isinstance(pairs, int) or pairs < 1:
+            raise RewardsteerError(f"make_pairs: pairs must be a positive integer, got {pairs!r}")
+        i = torch.randint(0, n, (pairs,), generator=g)
+        j = (i + torch.randint(1, n, (pairs,), generator=g)) % n  # a distinct partner
+    u = torch.rand(i.shape[0], generator=g, dtype=torch.float64)
+    if temperature is None:
+        tie = torch.rand(i.shape[0], generator=g) < 0.5
+        first = (s[i] > s[j]) | ((s[i] == s[j]) & tie)
+    else:
+        first = u < torch.sigmoid((s[i] - s[j]) / temperature)
+    first ^= torch.rand(i.shape[0], generator=g) < flip
+    a, b = torch.where(first, i, j), torch.where(first, j, i)
+    idx_a, idx_b = a.to(samples.device), b.to(samples.device)
+    return samples[idx_a], samples[idx_b]
 
 
 @torch.no_grad()
@@ -150,7 +232,11 @@ def load_bt_network(path: str | Path) -> torch.nn.Module:
 
 
 def load_bt(path: str | Path) -> Reward:
-    """`bt:PATH`: one `.safetensors` file -> a BTReward; a folder -> an Ensemble (mean) of every BT model in it."""
+    """Bradley-Terry reward models written by `rewardsteer train-reward --out DIR` as a reward (`models.load_bt`;
+    the CLI's `--reward bt:PATH`): a `NAME.safetensors` file (with its card `NAME.json` beside it) -> one
+    `BTReward` r_θ(x); a folder -> an `Ensemble` (mean) of every BT model in it, members named by file, so
+    aggregates (`.with_transform(rs.aggregates.wco())`) and `.calibrated(generator)` apply. Differentiable;
+    the condition is ignored. Example: `rs.best_of_n(models.onestep(), models.load_bt("runs/bt"), candidates=64)`."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.glob("*.safetensors") if _is_bt(p.with_suffix(".json")))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .monitor import alarm_watched, monitor_lines
+from .monitor import monitor_lines, plotted
 from .result import JUDGES_AGREE, Result
 
 
@@ -27,11 +27,41 @@ def image_grid(images: torch.Tensor, nrow: int, pad: int = 2, scale: int = 2) ->
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
+def labelled_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor | None]], pad: int = 2,
+                  scale: int | None = None) -> Image.Image:
+    """Rows of (label, (N, C, H, W) images in [0, 1], (N,) scores or None) -> one PIL image: the label at the
+    left of each row, each image's score under it. Small images are upscaled (2× up to 64 px) for viewing."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    h, w = rows[0][1].shape[-2:]
+    scale = scale or (2 if max(h, w) <= 64 else 1)
+    ncol = max(len(images) for _, images, _ in rows)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    text_h = probe.textbbox((0, 0), "-0.00", font=font)[3] + 2
+    label_w = max(probe.textbbox((0, 0), label, font=font)[2] for label, _, _ in rows) + 8
+    cell_w, cell_h = max(w * scale, probe.textbbox((0, 0), "-00.00", font=font)[2]) + pad, h * scale + text_h + pad
+    canvas = Image.new("RGB", (label_w + ncol * cell_w + pad, len(rows) * cell_h + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, images, scores) in enumerate(rows):
+        top = pad + r * cell_h
+        draw.text((4, top + h * scale // 2 - text_h // 2), label, fill=(0, 0, 0), font=font)
+        for i in range(len(images)):
+            left = label_w + i * cell_w
+            canvas.paste(image_grid(images[i:i + 1], nrow=1, pad=0, scale=scale).convert("RGB"), (left, top))
+            if scores is not None:
+                value = float(scores[i])
+                draw.text((left, top + h * scale + 1), f"{value:.2f}" if math.isfinite(value) else "nan",
+                          fill=(0, 0, 0), font=font)
+    return canvas
+
+
 def save_before_after(result: Result, path: Path) -> Path:
-    """Top row: the unsteered start; bottom row: the steered best samples."""
+    """Two labelled rows, each sample's objective score under it: "before" (the unsteered start) and "after"
+    (the steered outputs), up to 16 each."""
     k = min(len(result.samples), len(result.initial_samples), 16)
-    both = torch.cat([result.initial_samples[:k].cpu().float(), result.samples[:k].cpu().float()])
-    image_grid(both, nrow=k).save(path)
+    labelled_grid([("before", result.initial_samples[:k].cpu().float(), result.initial_scores[:k].cpu()),
+                   ("after", result.samples[:k].cpu().float(), result.scores[:k].cpu())]).save(path)
     return path
 
 
@@ -47,7 +77,7 @@ def plot_trace(result: Result, path: Path) -> Path:
     key = "best" if result.trace and "best" in result.trace[0] else "score"
     ax.plot(nfe, [row[key] for row in result.trace], "-", label=f"objective ({key})")
     for name in result.heldout_scores:
-        if alarm_watched(name):
+        if plotted(name):
             ax.plot(nfe, [row["heldout"][name] for row in result.trace], "--", label=f"held-out {name}")
     if result.trace and JUDGES_AGREE in result.trace[0]["heldout"]:
         ax.plot(nfe, [row["heldout"][JUDGES_AGREE] for row in result.trace], ":", color="black",
@@ -68,7 +98,8 @@ def plot_trace(result: Result, path: Path) -> Path:
 
 
 def summary_lines(result: Result) -> list[str]:
-    s = result.summary()
+    """The summary the CLI prints (and `Result.summary()` returns as text)."""
+    s = result.summary_dict()
     sp = s["spent"]
     lines = [f"score ({result.method}, {s['stopped']}): {s['score'][0]:.3f} -> {s['score'][1]:.3f}"]
     held = ", ".join(f"{k}: {a:.3f} -> {b:.3f}" for k, (a, b) in s["heldout"].items()
@@ -81,10 +112,13 @@ def summary_lines(result: Result) -> list[str]:
     lines.append(f"cost: {sp['nfe']} NFE, {sp['backward']} backward, {sp['reward_calls']} reward calls, "
                  f"{sp['seconds']:.1f} s, peak memory {sp['peak_memory_mb']:.0f} MB, {sp['skipped']} skipped")
     lines.extend(monitor_lines(result.overoptimization))
+    if result.shortfall:
+        lines.append(f"WARNING: returned {len(result.samples)} of the n={len(result.samples) + result.shortfall} "
+                     f"outputs asked for (stopped: {result.stopped})")
     return lines
 
 
 def write_report(result: Result, out_dir: str | Path) -> dict[str, Path]:
-    out = result.save(out_dir)
-    return {"result": out / "result.json", "grid": save_before_after(result, out / "grid.png"),
-            "trace": plot_trace(result, out / "trace.png")}
+    """`result.save(out_dir, report=True)`: result.json, tensors.safetensors, grid.png (image samples) and trace.png."""
+    out = result.save(out_dir, report=True)
+    return {"result": out / "result.json", "grid": out / "grid.png", "trace": out / "trace.png"}

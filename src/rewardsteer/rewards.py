@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .aggregates import Transform, calibrate, chain, mean, reduce, standardize, total, unsteered_samples, weighted
-from .core import FunctionReward, Reward
+from .core import FunctionReward, Reward, input_for
 from .errors import RewardsteerError
 from .stacked import scores_with_stacks, stack_members
 
@@ -22,7 +22,7 @@ class ClassifierReward(Reward):
 
     def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
         self.check_input(samples)
-        return self.from_output(self.net(samples), samples, cond)
+        return self.from_output(self.net(input_for(self.net, samples)), samples, cond)
 
     def check_input(self, samples: torch.Tensor) -> None:
         """A classifier sees only the image size it was trained on: say so instead of a torch shape error."""
@@ -47,7 +47,7 @@ class ClassifierReward(Reward):
     def score_and_hits(self, samples: torch.Tensor, cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(target | x), whether the classifier's top class is the target): what a judge reports."""
         self.check_input(samples)
-        logits = self.net(samples)
+        logits = self.net(input_for(self.net, samples))
         return self.from_output(logits, samples, cond), logits.argmax(1) == self._targets(samples, cond)
 
 

@@ -28,6 +28,8 @@ from torch import fx, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .core import input_for
+
 CHANNELS_LAST = torch.channels_last
 # Layers that act on each channel (or each feature) independently, so k members' channels side by side are
 # just more channels.
@@ -270,7 +272,7 @@ def scores_with_stacks(members: Mapping[str, Any], stacks, samples: torch.Tensor
     for names, stack in stacks:
         if hasattr(members[names[0]], "check_input"):  # a clear error before a torch shape error
             members[names[0]].check_input(samples)
-        outputs = stack(samples)  # (k, B, ...) one output per member
+        outputs = stack(input_for(stack.nets[0], samples))  # (k, B, ...) one output per member
         for i, name in enumerate(names):
             out[name] = members[name].from_output(outputs[i], samples, cond)
     return {name: out[name] if name in out else r(samples, cond) for name, r in members.items()}

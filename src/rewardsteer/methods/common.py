@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,15 +14,26 @@ from ..core import Reward, select_cond
 from ..errors import RewardsteerError
 from ..result import JUDGE_HIT_SUFFIX, JUDGES_AGREE, Result
 from ..rewards import as_reward
+from ..wrap import RewardsteerWarning
 
 
-def check_positive(**values) -> None:
-    for name, v in values.items():
-        if v is None or v < 1:
-            raise RewardsteerError(f"{name} must be a positive integer, got {v}")
+def check_noise(noise: Any, generator, method: str) -> torch.Tensor:
+    """Given initial noises: a (B, *noise_shape) tensor."""
+    shape = tuple(generator.noise_shape)
+    if not isinstance(noise, torch.Tensor) or noise.ndim != len(shape) + 1 or tuple(noise.shape[1:]) != shape \
+            or noise.shape[0] < 1:
+        got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+        raise RewardsteerError(f"{method}: noise must be a (B, {', '.join(map(str, shape))}) tensor (B noises of the "
+                               f"generator's noise_shape); got {got}")
+    return noise
 
 
 def prepare(reward: Any, heldout: Mapping[str, Any] | None, need_grad: bool, method: str):
+    if reward is None or not (isinstance(reward, Reward) or callable(reward)):
+        raise RewardsteerError(f"{method} needs a reward: a rewardsteer.Reward or a callable fn(samples, cond) -> (B,); "
+                               f"got {type(reward).__name__}")
+    if heldout is not None and not isinstance(heldout, Mapping):
+        raise RewardsteerError(f"{method}: heldout must be a dict {{name: reward}}; got {type(heldout).__name__}")
     reward = as_reward(reward)
     if need_grad and not reward.differentiable:
         raise RewardsteerError(f"{method} needs a differentiable reward and '{reward.name}' is not; "
@@ -117,20 +129,34 @@ def trace_entry(iteration: int, meter: Meter, scores: torch.Tensor, members: dic
         t = t[torch.isfinite(t)]
         return float(t.mean()) if t.numel() else float("nan")
 
+    def sd(t):  # the spread across the batch: the monitor's yardstick for a held-out score's noise
+        t = t.detach().float()
+        t = t[torch.isfinite(t)]
+        return float(t.std()) if t.numel() > 1 else float("nan")
+
     row = {"iteration": iteration, "nfe": meter.nfe, "backward": meter.backward, "reward_calls": meter.reward_calls,
            "seconds": round(meter.seconds, 4), "score": mean(scores),
            "score_max": float(finite_or_neg_inf(scores.detach().float()).max()),
            "members": {k: mean(v) for k, v in members.items()}, "heldout": {k: mean(v) for k, v in heldout.items()}}
+    if heldout:
+        row["heldout_sd"] = {k: sd(v) for k, v in heldout.items()}
+        row["heldout_n"] = int(next(iter(heldout.values())).numel())
     row.update({k: (mean(v) if isinstance(v, torch.Tensor) else v) for k, v in extra.items()})
     return row
 
 
 def build_result(method: str, best: BestPerSlot, initial: dict, trace: list, meter: Meter, stopped: str,
                  config: dict) -> Result:
+    """The Result; a run that returns fewer outputs than `config["n"]` asked for warns (RewardsteerWarning) and
+    says so in its summary (`Result.shortfall`), never silently."""
     if best.scores is None:
         raise RewardsteerError(f"{method} evaluated nothing ({stopped}): the budget is smaller than one evaluation")
-    return Result(method, best.samples, best.noises, best.scores, best.members, best.heldout,
-                  initial["samples"], initial["scores"], initial["heldout"], trace, meter.spent(), stopped, config)
+    result = Result(method, best.samples, best.noises, best.scores, best.members, best.heldout,
+                    initial["samples"], initial["scores"], initial["heldout"], trace, meter.spent(), stopped, config)
+    if result.shortfall:
+        warnings.warn(f"{method} returned {len(result.samples)} of the n={config['n']} outputs asked for "
+                      f"(stopped: {stopped})", RewardsteerWarning, stacklevel=4)
+    return result
 
 
 def run_guarded(loop, finish):

@@ -16,9 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import Budget, Meter
-from ..core import as_generator
+from ..core import make_rng, reference
 from ..errors import RewardsteerError
-from .common import BestPerSlot, build_result, check_positive, prepare, run_guarded, score, score_heldout, trace_entry
+from ..wrap import check_budget, check_cond, check_count, one_step_generator
+from .common import BestPerSlot, build_result, check_noise, prepare, run_guarded, score, score_heldout, trace_entry
 
 
 def prior_nll(z: torch.Tensor) -> torch.Tensor:
@@ -49,22 +50,27 @@ def reno(generator, reward, *, cond: Any = None, n: int = 1, iters: int = 50, lr
     iters + 1 (the start and after every step), so NFE = n·(iters + 1)·nfe_per_call and backward = n·iters.
     A sample whose score or gradient is non-finite keeps its noise for that step (counted in `skipped`).
     """
-    check_positive(n=n, iters=iters)
+    check_count("reno", n=n, iters=iters)
     if lr <= 0 or reg < 0:
-        raise RewardsteerError(f"lr must be > 0 and reg >= 0; got lr={lr}, reg={reg}")
+        raise RewardsteerError(f"reno: lr must be > 0 and reg >= 0; got lr={lr}, reg={reg}")
     if optimizer not in ("sgd", "adam"):
-        raise RewardsteerError(f"optimizer must be 'sgd' or 'adam', got '{optimizer}'")
+        raise RewardsteerError(f"reno: optimizer must be 'sgd' or 'adam', got '{optimizer}'")
+    generator = one_step_generator(generator, "reno")
+    if noise is not None:
+        noise = check_noise(noise, generator, "reno")
+        n = noise.shape[0]
+    cond = check_cond(cond, "reno", n, generator)
+    npc = generator.nfe_per_call
+    check_budget("reno", budget, f"n={n} samples ({npc} NFE each)", nfe=n * npc, reward_calls=n)
     reward, heldout = prepare(reward, heldout, need_grad=True, method="reno")
-    rng = as_generator(seed)
-    dtype = next(generator.parameters()).dtype
+    rng = make_rng(seed)
+    dtype = reference(generator).dtype
     init = noise if noise is not None else generator.sample_noise(n, rng)
-    n = init.shape[0]
     master = torch.promote_types(init.dtype, torch.float32)  # fp32 (or wider) master copy of the noise
     z = init.detach().to(master).clone().requires_grad_(True)
     opt = (torch.optim.SGD([z], lr=lr, momentum=momentum, nesterov=momentum > 0) if optimizer == "sgd"
            else torch.optim.Adam([z], lr=lr))
     meter = Meter(budget, z.device)
-    npc = generator.nfe_per_call
     best, initial, trace = BestPerSlot(), {}, []
     bar = tqdm(total=iters, disable=not progress, desc="reno", leave=False)
 

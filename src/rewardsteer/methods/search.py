@@ -10,12 +10,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import Budget, Meter
-from ..core import as_generator
+from ..core import make_rng, reference
 from ..errors import RewardsteerError
+from ..wrap import check_budget, check_cond, check_count, one_step_generator
 from .common import (
     BestPerSlot,
     build_result,
-    check_positive,
+    check_noise,
     finite_or_neg_inf,
     generate_and_score,
     prepare,
@@ -51,15 +52,21 @@ def zero_order_search(generator, reward, *, cond: Any = None, n: int = 1, iters:
     cosine similarity `cosine` to it (defaults 4 and 0.95 as in Ma et al.), move to the best if it beats
     the pivot. `n` independent pivots run together; cost per iteration is n·neighbours evaluations.
     """
-    check_positive(n=n, iters=iters, neighbours=neighbours, batch_size=batch_size)
+    check_count("zero_order_search", n=n, iters=iters, neighbours=neighbours, batch_size=batch_size)
     if not -1 < cosine < 1:
-        raise RewardsteerError(f"cosine must lie in (-1, 1), got {cosine}")
+        raise RewardsteerError(f"zero_order_search: cosine must lie in (-1, 1), got {cosine}")
+    generator = one_step_generator(generator, "zero_order_search")
+    if noise is not None:
+        noise = check_noise(noise, generator, "zero_order_search")
+        n = noise.shape[0]
+    cond = check_cond(cond, "zero_order_search", n, generator)
+    npc = generator.nfe_per_call
+    check_budget("zero_order_search", budget, f"n={n} pivots ({npc} NFE each)", nfe=n * npc, reward_calls=n)
     reward, heldout = prepare(reward, heldout, need_grad=False, method="zero_order_search")
-    rng = as_generator(seed)
-    meter = Meter(budget, next(generator.parameters()).device)
+    rng = make_rng(seed)
+    meter = Meter(budget, reference(generator).device)
     pivots = noise.clone() if noise is not None else generator.sample_noise(n, rng)
-    n = pivots.shape[0]
-    if cond is not None and isinstance(cond, torch.Tensor) and cond.ndim > 0:
+    if isinstance(cond, torch.Tensor) and cond.ndim > 0:
         expanded_cond = cond.repeat_interleave(neighbours, 0)
     else:
         expanded_cond = cond

@@ -19,6 +19,7 @@ import torch
 from ..budget import Budget
 from ..core import Sampler
 from ..errors import RewardsteerError
+from ..wrap import sampler as as_checked_sampler
 from .core import check_alpha
 from .driver import Kernel, run_particles
 
@@ -55,6 +56,7 @@ def das(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: in
     differentiable reward. Cost per step: n·K NFE, n·K reward calls, n·K backward passes; n·K reward calls
     for the final samples.
     """
+    sampler = as_checked_sampler(sampler, "das")
     check_alpha(alpha)
     if not getattr(sampler, "continuous", True):
         raise RewardsteerError(f"das needs the reward's gradient with respect to a continuous state; "

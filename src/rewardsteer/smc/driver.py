@@ -25,9 +25,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import Budget, Meter
-from ..core import Sampler, as_generator, select_cond
+from ..core import Sampler, make_rng, select_cond
 from ..errors import RewardsteerError
-from ..methods.common import build_result, check_positive, prepare, run_guarded, score, score_heldout, trace_entry
+from ..methods.common import build_result, prepare, run_guarded, score, score_heldout, trace_entry
+from ..wrap import check_budget, check_cond, check_count
+from ..wrap import sampler as as_checked_sampler
 from .core import Weights, check_smc, resample, take
 
 PICKS = ("best", "sample")
@@ -39,6 +41,7 @@ class Kernel:
     name = "particles"
     need_grad = False  # a guided proposal needs ∇_{x_i} r(x̂0(x_i))
     beta = 0.0  # the target is p(x)·exp(beta·r(x))
+    resample = True  # False: particles never resample (independent guided trajectories)
 
     def scored(self, i: int) -> bool:
         return False
@@ -49,7 +52,13 @@ class Kernel:
         return phi
 
     def guidance(self, i: int) -> float:
+        """c_i of an importance-corrected guided proposal N(m_i + s_i²·c_i·∇r, s_i²), weighted by p/q (DAS)."""
         return 0.0
+
+    def drift(self, i: int, grad: torch.Tensor, dist) -> torch.Tensor | None:
+        """A shift of the transition's mean from ∇_{x_i} r (N, ...), applied without importance weights: plain
+        guidance, a biased sampler (`reward_guidance`); None for none."""
+        return None
 
 
 def reference(sampler: Sampler) -> torch.Tensor:
@@ -138,19 +147,28 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
     `pick` per slot as a Result. The callback gets, after each scored step and once at the end ("final":
     True), the particles (B, K, ...) (x_i in model space; at the end the decoded samples), their unnormalized
     log-weights (B, K), ESS and log Ẑ (B,)."""
-    check_positive(n=n)
+    check_count(kernel.name, n=n)
     check_smc(particles, ess_threshold, resampling)
     if pick not in PICKS:
-        raise RewardsteerError(f"pick must be one of {', '.join(PICKS)}; got '{pick}'")
+        raise RewardsteerError(f"{kernel.name}: pick must be one of {', '.join(PICKS)}; got '{pick}'")
+    sampler = as_checked_sampler(sampler, kernel.name)
+    cond = check_cond(cond, kernel.name, n, sampler)
+    b, k, steps = n, particles, sampler.num_steps
+    first = next((i for i in range(steps) if kernel.scored(i)), None)
+    if first is None:  # nothing is scored before the end: the least that yields outputs is the whole run
+        check_budget(kernel.name, budget, f"the full run of n·particles = {b * k} particles", nfe=steps * b * k,
+                     reward_calls=b * k)
+    else:
+        check_budget(kernel.name, budget, f"the first scored step of n·particles = {b * k} particles",
+                     nfe=(first + 1) * b * k, reward_calls=b * k, **({"backward": b * k} if kernel.need_grad else {}))
     reward, heldout = prepare(reward, heldout, need_grad=kernel.need_grad, method=kernel.name)
     ref = reference(sampler)
-    b, k, steps = n, particles, sampler.num_steps
     chunk = b * k if chunk is None else chunk
-    check_positive(chunk=chunk)
-    rng = as_generator(seed, ref.device)
+    check_count(kernel.name, chunk=chunk)
+    rng = make_rng(seed, ref.device)
     # 1. x_0 (Gaussian noise, or all [mask] tokens): (B, K, *state) particles, one noise stream for the run
     x = sampler.initial_state(b * k, rng).unflatten(0, (b, k))
-    resample_rng = as_generator(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
+    resample_rng = make_rng(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
     cond_flat = expand_cond(cond, b, k)
     meter, weights = Meter(budget, ref.device), Weights(b, k, ref.device)
     st = SimpleNamespace(x=x, noise=x.clone(), phi=weights.logw.clone(), dead=torch.zeros(b, k, dtype=torch.bool,
@@ -205,7 +223,8 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
                 st.last = SimpleNamespace(x0=x0, r=r, members=out.members)
                 stop = record(i, out, x0, r)
                 # 3. adaptive resampling: ancestors for the slots with ESS < threshold·K
-                idx, mask = weights.maybe_resample(ess_threshold, resampling, resample_rng)
+                idx, mask = (weights.maybe_resample(ess_threshold, resampling, resample_rng) if kernel.resample
+                             else (None, torch.zeros(b, dtype=torch.bool, device=ref.device)))
                 trace[-1]["resampled"] = float(mask.double().mean())
                 if idx is not None:
                     st.x, x0, st.noise, st.phi, st.dead = (take(t, idx) for t in (st.x, x0, st.noise, st.phi, st.dead))
@@ -217,10 +236,13 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
             #    x_{i+1} = m_i + s_i²·c_i·∇r + s_i·ε, weighted by p/q
             dist = sampler.distribution(st.x.flatten(0, 1), i, x0.flatten(0, 1))
             eps = dist.draw_noise(rng)
+            drift = kernel.drift(i, grad.flatten(0, 1), dist) if grad is not None else None
             if grad is not None and kernel.guidance(i) != 0:
                 h = kernel.guidance(i) * grad.flatten(0, 1)
                 nxt = dist.mean + dist.std**2 * h + dist.std * eps
                 weights.add(log_p_over_q(eps, dist.std, h).view(b, k), st.dead)
+            elif drift is not None:  # plain guidance: x_{i+1} = m_i + drift + s_i·ε, no weights
+                nxt = dist.mean + drift + dist.std * eps
             else:
                 nxt = dist.sample(eps)
             st.x = nxt.view_as(st.x)

@@ -21,6 +21,7 @@ import torch
 from ..budget import Budget
 from ..core import Sampler
 from ..errors import RewardsteerError
+from ..wrap import sampler as as_checked_sampler
 from .core import check_alpha
 from .driver import Kernel, run_particles
 
@@ -60,6 +61,7 @@ def fk_steering(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, parti
     "sample" (one draw from the final weights). Cost: n·K NFE per step, n·K reward calls per scored step
     and n·K for the final samples.
     """
+    sampler = as_checked_sampler(sampler, "fk_steering")
     if potential not in POTENTIALS:
         raise RewardsteerError(f"potential must be one of {', '.join(POTENTIALS)}; got '{potential}'")
     check_alpha(lam, "lam")

@@ -19,9 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import Budget, Meter
-from ..core import Sampler, as_generator
+from ..core import Sampler, make_rng
 from ..errors import RewardsteerError
-from ..methods.common import build_result, check_positive, prepare, run_guarded, score, score_heldout, trace_entry
+from ..methods.common import build_result, prepare, run_guarded, score, score_heldout, trace_entry
+from ..wrap import check_budget, check_cond, check_count
+from ..wrap import sampler as as_checked_sampler
 from .core import check_alpha, check_smc, ess, resample
 from .driver import evaluate, expand_cond, reference, rows
 
@@ -35,19 +37,23 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
     at a time) and keeps the best (`alpha=None`) or one drawn ∝ exp(v/α). Cost: n NFE to start, then
     n·M NFE and n·M reward calls per stochastic step, and n reward calls for the final samples.
     """
-    check_positive(n=n)
+    check_count("svdd", n=n)
     check_smc(particles)
     if alpha is not None:
         check_alpha(alpha)
+    sampler = as_checked_sampler(sampler, "svdd")
+    cond = check_cond(cond, "svdd", n, sampler)
+    b, m, steps = n, particles, sampler.num_steps
+    check_budget("svdd", budget, f"the start and one step of n·particles = {b * m} candidates", nfe=b + b * m,
+                 reward_calls=b * m)
     reward, heldout = prepare(reward, heldout, need_grad=False, method="svdd")
     ref = reference(sampler)
-    b, m, steps = n, particles, sampler.num_steps
     chunk = b * m if chunk is None else chunk
-    check_positive(chunk=chunk)
-    rng = as_generator(seed, ref.device)
+    check_count("svdd", chunk=chunk)
+    rng = make_rng(seed, ref.device)
     # 1. x_0 (Gaussian noise, or all [mask] tokens): (B, *state) chains
     x = sampler.initial_state(b, rng)
-    select_rng = as_generator(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
+    select_rng = make_rng(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
     cand_cond = expand_cond(cond, b, m)
     meter = Meter(budget, ref.device)
     st = SimpleNamespace(x=x, noise=x.clone(), x0=None, last=None, final=None)

@@ -1,0 +1,90 @@
+"""Guards shared by the commands that run for a long time: an output folder that cannot be written is found before
+any compute is spent, and SIGTERM (what job schedulers send) stops a run the way Ctrl-C does."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import uuid
+from pathlib import Path
+
+from .errors import RewardsteerError
+
+SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: the shell's code for "ended by SIGTERM"
+SIGINT_EXIT = 130
+
+
+def check_writable(out: str | Path, what: str = "--out", create: bool = True) -> Path:
+    """Prove that files can be written in folder `out`, before any compute is spent, by making it (and its parents)
+    and writing a probe file in it; without `create`, the folders this made are removed again. A one-line
+    RewardsteerError names the folder and the reason otherwise."""
+    out = Path(out)
+    made = []
+    try:
+        if out.exists() and not out.is_dir():
+            raise RewardsteerError(f"{what} {out} exists and is not a folder")
+        parent = next(p for p in out.absolute().parents if p.exists())
+        if not parent.is_dir():
+            raise RewardsteerError(f"{what} {out} cannot be written: {parent} is a file, not a folder")
+        target = out.absolute()
+        missing = [target, *target.parents[:len(target.parents) - len(parent.parents) - 1]][::-1]  # top down
+        for folder in missing if not out.exists() else []:
+            folder.mkdir()
+            made.append(folder)
+        probe = out / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except RewardsteerError:
+        raise
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
+        raise RewardsteerError(f"{what} {out} cannot be written: {reason}{where}; choose another folder") from None
+    finally:
+        if not create:
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+    return out
+
+
+def writable_out_option(ctx, param, value):
+    """A click callback for an --out folder: fail at parse time, before any weights load or compute is spent."""
+    import click
+
+    if value is None:
+        return value
+    try:
+        check_writable(value, f"--{param.name}", create=False)
+    except RewardsteerError as e:
+        raise click.BadParameter(str(e).removeprefix(f"--{param.name} "), ctx, param) from None
+    return value
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is when it arrives, so every Ctrl-C path (partial results saved) runs."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread. Yields a dict whose
+    "signal" is set to "SIGTERM" once one arrived, so the caller can exit with 143 instead of 130."""
+    state = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        state["signal"] = "SIGTERM"
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_code(state: dict) -> int:
+    return SIGTERM_EXIT if state.get("signal") == "SIGTERM" else SIGINT_EXIT

@@ -1,0 +1,126 @@
+"""One steering run driven from a program (the web page): the form's options checked as `rewardsteer run` checks
+them, the run executed by `rewardsteer run` itself in a thread, its trace streamed through the run hook."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import RewardsteerError
+from ..hooks import RUN_CALLBACK
+
+
+def run_defaults() -> dict:
+    """`rewardsteer run`'s defaults by canonical job key (`class`, `reward`, `max_nfe`, ...)."""
+    from ..batch.jobs import canonical_key, option_table
+
+    out = {}
+    for p, _ in option_table().values():
+        out[canonical_key(p)] = list(p.default) if isinstance(p.default, (tuple, list)) else p.default
+    return out
+
+
+def changed_options(form: dict) -> dict:
+    """The form's values that differ from `rewardsteer run`'s defaults (empty fields dropped), so the run sees
+    exactly what a command line with those options would."""
+    defaults = run_defaults()
+    out = {}
+    for key, value in form.items():
+        if value is None or value == "" or value == []:
+            continue
+        if isinstance(value, float) and value.is_integer() and isinstance(defaults.get(key), int):
+            value = int(value)
+        if isinstance(value, (list, tuple)):
+            value = list(value)
+        if key in defaults and value == defaults[key] and key != "seed":  # the seed always (a batch would derive one)
+            continue
+        out[key] = value
+    return out
+
+
+def one_line(exc: BaseException) -> str:
+    """The CLI's one-line error for `exc` (`error: ...`), never a traceback."""
+    if isinstance(exc, click.ClickException):
+        msg = exc.format_message()
+    elif isinstance(exc, RewardsteerError):
+        msg = str(exc)
+    else:
+        msg = f"{type(exc).__name__}: {exc}"
+    return "error: " + " ".join(msg.split())
+
+
+class SteeringRun:
+    """`rewardsteer run` with `options` (job keys, as in a batch jobs file) into `out`, in a thread. While it runs,
+    `rows` grows by one (nfe, mean score, best score) per method iteration; `stop()` asks the method to stop (it
+    returns what it has, stopped "callback"). Afterwards: `error` (a one-line message) or the files in `out`."""
+
+    def __init__(self, options: dict, out: str | Path):
+        from ..batch.jobs import make_job
+
+        self.job = make_job(options)  # the CLI's checks and messages; raises RewardsteerError
+        self.out = Path(out)
+        self.rows: list[tuple[int, float, float]] = []
+        self.log = io.StringIO()
+        self.error: str | None = None
+        self.interrupted = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = time.perf_counter()
+
+    def start(self) -> SteeringRun:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _callback(self, state: dict):
+        meter, scores = state.get("meter"), state.get("scores")
+        if meter is not None and scores is not None:
+            s = scores.detach().float().flatten()
+            s = s[s.isfinite()]
+            best = float(state["best_scores"].max()) if "best_scores" in state else (float(s.max()) if s.numel() else math.nan)
+            self.rows.append((int(meter.nfe), float(s.mean()) if s.numel() else math.nan, best))
+        return {"stop": True} if self._stop.is_set() else None
+
+    def _run(self) -> None:
+        from ..cli import run
+
+        token = RUN_CALLBACK.set(self._callback)
+        try:
+            with contextlib.redirect_stdout(self.log), contextlib.redirect_stderr(self.log):
+                ctx = run.make_context("run", self.job.argv(out=self.out))
+                with ctx:
+                    run.invoke(ctx)
+        except SystemExit as e:
+            self.interrupted = e.code in (130, 143)
+            if not self.interrupted:
+                self.error = f"error: the run exited with code {e.code}"
+        except BaseException as e:  # noqa: BLE001 - shown on the page as one line, like the CLI
+            self.error = one_line(e)
+        finally:
+            RUN_CALLBACK.reset(token)
+
+    @property
+    def summary(self) -> list[str]:
+        """What `rewardsteer run` printed (score, held-out, judges, cost, monitor), less the "wrote ..." line."""
+        return [line for line in self.log.getvalue().splitlines()
+                if line.strip() and not line.startswith(("wrote ", "partial result saved"))]
+
+    def files(self) -> dict[str, Path]:
+        return {name: self.out / f for name, f in (("result", "result.json"), ("grid", "grid.png"),
+                                                   ("trace", "trace.png")) if (self.out / f).is_file()}
