@@ -5,7 +5,8 @@ for best-of-N and FK (n·K·T NFE), M = K candidates per step for SVDD (n·(1 + 
 included, draws K candidates from the sampler's own unmasking transition and scores their x0-predictions).
 Rewards: QED, and the multi-objective `qed_sa_mw` (QED + −max(0, SA − 4) + −max(0, MW outside [250, 450])/100).
 Reported per reward, method and K (mean ± sd over seeds of the per-run values): the reward, RDKit QED and SA of
-the outputs, validity, uniqueness and internal diversity (IntDiv1, Morgan r=2 1024 bits) of the steered set,
+the outputs, validity, uniqueness and internal diversity of the steered set (1 − mean Tanimoto similarity of
+Morgan r=2 1024-bit fingerprints over its distinct pairs: MOSES's IntDiv1 would count self-pairs, × (n − 1)/n),
 NFE per molecule and seconds per run; plus K = 1 (plain sampling) as the reference.
 Usage: python benchmarks/molecules.py [--quick] [--tiny] [--seeds 3] [--n 32] [--ks 2 4 8 16]
     -> benchmarks/results/molecules.json, docs/benchmarks/molecules.md
@@ -27,30 +28,18 @@ import rewardsteer as rs
 from rewardsteer.molecules import MoleculeSampler, chem, moses_mdlm
 from rewardsteer.molecules.data import Vocabulary, to_tokens
 from rewardsteer.molecules.mdlm import MaskedDiffusionTransformer
+from rewardsteer.molecules.metrics import internal_diversity
 from rewardsteer.molecules.rewards import reward as molecule_reward
 
 METHODS = {"best_of_n": rs.trajectory_best_of_n, "fk": rs.fk_steering, "svdd": rs.svdd}
 KNOBS = {"fk": {"potential": "max", "lam": 20.0, "interval": 2}}
 
 
-def internal_diversity(smiles: list[str]) -> float:
-    """IntDiv1 = 1 − mean Tanimoto similarity over pairs of distinct molecules (MOSES, Polykovskiy et al. 2020)."""
-    from rdkit import DataStructs
-    from rdkit.Chem import rdFingerprintGenerator
-
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
-    fps = [gen.GetFingerprint(m) for m in (chem.mol(s) for s in smiles) if m is not None]
-    if len(fps) < 2:
-        return float("nan")
-    sims = [s for i, fp in enumerate(fps) for s in DataStructs.BulkTanimotoSimilarity(fp, fps[i + 1:])]
-    return 1.0 - sum(sims) / len(sims)
-
-
 def set_metrics(smiles: list[str]) -> dict:
     mols = [chem.mol(s) for s in smiles]
     valid = [chem.canonical(s) for s, m in zip(smiles, mols) if m is not None]
     return {"validity": len(valid) / len(smiles), "uniqueness": len(set(valid)) / max(len(valid), 1),
-            "int_div": internal_diversity(valid),
+            "int_div": internal_diversity(valid, self_pairs=False),
             "qed": statistics.fmean(chem.qed(m) for m in mols if m is not None) if valid else float("nan"),
             "sa": statistics.fmean(chem.sa(m) for m in mols if m is not None) if valid else float("nan")}
 
@@ -96,7 +85,9 @@ def render(results: dict, path: Path) -> None:
              f"n = {cfg['n']} molecules per run, {cfg['seeds']} seeds, torch threads {cfg['threads']}, "
              f"{results['wall_minutes']:.1f} min). Means over seeds ± sd of the per-run values. K is the budget: "
              "particles (best-of-N, FK: potential max, λ = 20, every 2 steps) or candidates per step (SVDD); "
-             "K = 1 is plain sampling. Validity, uniqueness and IntDiv are of each run's n steered molecules.", ""]
+             "K = 1 is plain sampling. Validity, uniqueness and IntDiv are of each run's n steered molecules (IntDiv: "
+             "1 − mean Tanimoto similarity over distinct pairs; MOSES's IntDiv1 counts self-pairs, × (n − 1)/n). "
+             "At K = 2 FK never resamples (ESS ≥ 1 = 0.5·K), so it equals best-of-2 on the same random stream.", ""]
     for reward_name, table in results["rewards"].items():
         lines += [f"## Reward `{reward_name}`", "",
                   "| method | K | reward | QED | SA | validity | uniqueness | IntDiv | NFE / molecule | s / run |",

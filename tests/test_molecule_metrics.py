@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,11 @@ def test_evaluation_script_quick(tmp_path):
     assert report["n"] == 50 and 0.0 <= report["metrics"]["validity"] <= 1.0
     assert {"uniqueness", "novelty", "intdiv1", "wasserstein_qed"} <= set(report["metrics"])
     assert report["speed"]["seconds_per_1000"] > 0
+
+
+def test_internal_diversity_over_distinct_pairs():
+    """self_pairs=False drops the N diagonal similarities (each 1): IntDiv1 = (N − 1)/N × the distinct-pairs value."""
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC"]
+    assert metrics.internal_diversity(smiles) == pytest.approx(0.75 * metrics.internal_diversity(smiles, self_pairs=False))
+    assert metrics.internal_diversity(["CCO", "CCO"], self_pairs=False) == 0.0
+    assert math.isnan(metrics.internal_diversity(["CCO"], self_pairs=False))

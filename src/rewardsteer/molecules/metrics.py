@@ -58,12 +58,18 @@ def novelty(smiles: list[str], train_set: set[str]) -> float:
     return len(distinct - train_set) / len(distinct)
 
 
-def internal_diversity(smiles: list[str]) -> float:
+def internal_diversity(smiles: list[str], self_pairs: bool = True) -> float:
     """IntDiv1 = 1 − mean Tanimoto similarity over all N² ordered pairs of valid molecules, self-pairs
-    included (MOSES 'IntDiv'). Exact; O(N²): about 15 s for 10,000 molecules on one core."""
+    included (MOSES 'IntDiv'); `self_pairs=False` averages over the N(N − 1) pairs of distinct entries
+    instead (= N/(N − 1) × IntDiv1, the fairer reading for small sets). Exact; O(N²): about 15 s for 10,000
+    molecules on one core."""
     fps = [MORGAN.GetFingerprint(chem.mol(s)) for s in valid_canonical(smiles)]
     n = len(fps)
+    if n < (1 if self_pairs else 2):
+        return float("nan")
     off_diagonal = sum(sum(DataStructs.BulkTanimotoSimilarity(fps[i], fps[i + 1:])) for i in range(n - 1))
+    if not self_pairs:
+        return 1.0 - 2.0 * off_diagonal / (n * (n - 1))
     return 1.0 - (n + 2.0 * off_diagonal) / n ** 2
 
 
