@@ -42,7 +42,8 @@ browser:
 		( (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 		  echo "chromium unavailable: the browser test will skip" )
 
-# Retrain the bundled models (about 4 hours on 2 CPU cores, docs/models.md), then re-measure their cards.
+# Retrain the bundled models (about 5.5 hours on 2 CPU cores; moses-mdlm alone 75 min on one thread; docs/models.md),
+# then re-measure their cards.
 # Each step checkpoints and resumes (--resume); the one-step model is distilled from the first flow,
 # which is then fine-tuned with half of its batches unconditional.
 train: $(DEV_STAMP)
