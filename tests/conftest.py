@@ -63,8 +63,13 @@ def identity():
 
 
 class Out:
+    """A CLI call's exit code and output; unpacks as (returncode, stdout, stderr)."""
+
     def __init__(self, returncode, stdout, stderr):
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+    def __iter__(self):
+        return iter((self.returncode, self.stdout, self.stderr))
 
 
 @pytest.fixture

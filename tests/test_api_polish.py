@@ -13,7 +13,6 @@ from conftest import Brightness, tiny_unet
 
 import rewardsteer as rs
 from rewardsteer import models
-from rewardsteer.cli import main
 from rewardsteer.core import FunctionReward
 from rewardsteer.flow import FlowSampler
 from rewardsteer.monitor import BatchDiversity, check, monitor_lines
@@ -22,19 +21,6 @@ from rewardsteer.report import summary_lines
 from rewardsteer.toy import GaussianMixtureFlow, IndependentTokensToy, linear_reward
 
 ROOT = Path(__file__).parents[1]
-
-
-@pytest.fixture
-def run_cli(capsys):
-    def call(*args):
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-    return call
 
 
 @pytest.fixture

@@ -175,3 +175,17 @@ class Checkpoint:
         gen.set_state(t["rng"])
         order.perm, order.pos = t["order/perm"], meta["order_pos"]
         return meta["step"] + 1, meta["extra"]
+
+
+def start_or_resume(checkpoint: Checkpoint | None, resume: bool, log_path: Path | None, model, ema: EMA, opt, sched,
+                    gen: torch.Generator, order: Batches) -> tuple[int, Logger, float]:
+    """(first step, logger, start time) of a run: restored from `checkpoint` when resuming (the log appended
+    to, the wall time already spent carried over), else a fresh start."""
+    first, spent = 0, 0.0
+    if resume and checkpoint is not None and checkpoint.exists():
+        first, extra = checkpoint.load(model, ema, opt, sched, gen, order)
+        spent = extra.get("wall_seconds", 0.0)
+    log = Logger(log_path, append=first > 0)
+    if first:
+        log(resumed_at=first)
+    return first, log, time.time() - spent

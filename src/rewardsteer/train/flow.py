@@ -22,7 +22,17 @@ import torch
 from ..data import load_mnist
 from ..hub import WEIGHTS_DIR, load_network
 from ..nets import UNet
-from .common import EMA, Batches, Checkpoint, Logger, command_line, mnist_data_card, optimizer_step, save_model, seed_everything
+from .common import (
+    EMA,
+    Batches,
+    Checkpoint,
+    command_line,
+    mnist_data_card,
+    optimizer_step,
+    save_model,
+    seed_everything,
+    start_or_resume,
+)
 
 
 def train_flow(steps: int, batch: int = 128, lr: float = 1e-3, seed: int = 0, label_dropout: float = 0.1,
@@ -39,14 +49,7 @@ def train_flow(steps: int, batch: int = 128, lr: float = 1e-3, seed: int = 0, la
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     order = Batches(len(y_all), batch, gen)
-    first, spent = 0, 0.0
-    if resume and checkpoint is not None and checkpoint.exists():
-        first, extra = checkpoint.load(model, ema, opt, sched, gen, order)
-        spent = extra.get("wall_seconds", 0.0)
-    log = Logger(log_path, append=first > 0)
-    if first:
-        log(resumed_at=first)
-    start = time.time() - spent
+    first, log, start = start_or_resume(checkpoint, resume, log_path, model, ema, opt, sched, gen, order)
     for step in range(first, steps):
         idx = next(order)
         x, y = x_all[idx], y_all[idx].clone()

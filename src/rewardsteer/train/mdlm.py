@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from ..molecules.data import MOSES_LICENSE, Vocabulary, load_moses, to_tokens
 from ..molecules.mdlm import MaskedDiffusionTransformer, masked_diffusion_loss
-from .common import EMA, Batches, Checkpoint, Logger, command_line, optimizer_step, save_model, seed_everything
+from .common import EMA, Batches, Checkpoint, command_line, optimizer_step, save_model, seed_everything, start_or_resume
 
 
 def encode_subset(representation: str, size: int, length: int, seed: int, cache: Path | None):
@@ -59,14 +59,7 @@ def train_mdlm(ids: torch.Tensor, vocab: Vocabulary, steps: int, batch: int = 12
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps))))
     order = Batches(len(ids), batch, gen)
-    first, spent = 0, 0.0
-    if resume and checkpoint is not None and checkpoint.exists():
-        first, extra = checkpoint.load(model, ema, opt, sched, gen, order)
-        spent = extra.get("wall_seconds", 0.0)
-    log = Logger(log_path, append=first > 0)
-    if first:
-        log(resumed_at=first)
-    start = time.time() - spent
+    first, log, start = start_or_resume(checkpoint, resume, log_path, model, ema, opt, sched, gen, order)
     for step in range(first, steps):
         loss = masked_diffusion_loss(model, ids[next(order)], gen)
         optimizer_step(loss, model, opt, sched, ema)
