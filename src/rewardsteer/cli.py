@@ -127,6 +127,9 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
               callback=writable_out_option)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--amortized", type=click.Path(path_type=Path), default=None,
+              help="a noise network, learned noise or LoRA adapter from `rewardsteer train-noise` / `finetune`, "
+                   "put in front of (or into) --model for --class; every method then steers the result")
 @click.option("--pipeline", default=None, help="a diffusers pipeline (hub name or folder) instead of --model; "
               "rewards: clip:PATH_OR_ID, head:FILE.safetensors[@CLIP], suppress:CONCEPT[@CLIP], jpeg[:Q]")
 @click.option("--prompt", default=None, help="--pipeline: the text prompt (also what clip: rewards score against)")
@@ -161,7 +164,7 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
         max_backward, max_reward_calls, max_seconds, seed, out, progress, robust=None, aggregate=None, standardize=False,
         pipeline=None, prompt=None, negative_prompt=None, guidance_scale=0.0, height=None, width=None, dtype="fp32",
         device=None, checkpoint=False, particles=8, potential="max", lam=10.0, alpha=None, interval=5,
-        ess_threshold=0.5, resampling="systematic", scale=None):
+        ess_threshold=0.5, resampling="systematic", scale=None, amortized=None):
     """Steer a bundled generator toward a reward; write grid.png, trace.png and result.json to --out."""
     from . import methods as m
     from .budget import Budget
@@ -193,6 +196,8 @@ def run(model, steps, target, condition, rewards, heldouts, method, n, iters, ca
         heldout = _heldout(heldouts, target)
         transforms = _transforms(robust)  # a bad spec fails before any weights load
         gen = generator(model, steps=steps)
+        if amortized is not None:
+            gen = _amortized(amortized, gen, target, method)
         _to(place, gen, reward, *heldout.values())
         reward, heldout = _ensemble_options(reward, heldout, gen, cond, aggregate, standardize)
         _to(place, None, *heldout.values())
@@ -265,6 +270,17 @@ def _molecule_run(ctx, method, rewards, heldouts, steps, n, particles, budget, s
     click.echo(f"wrote {paths['smiles']}, {paths['table']}, {paths['grid']}, {paths['result']}")
     if result.stopped == "interrupted":
         sys.exit(130)
+
+
+def _amortized(path: Path, gen, target: int, method: str):
+    """--amortized: the saved noise map or adapter applied to the bundled generator, for --class."""
+    from .amortized import load_amortized
+    from .amortized.command import describe
+
+    if method in PARTICLE_METHODS:
+        raise RewardsteerError("--amortized wraps a one-step generator: use it with reno, best_of_n or the searches")
+    click.echo(f"using {describe(path)}", err=True)
+    return load_amortized(path, gen, target)
 
 
 def _heldout(specs, target: int) -> dict:
@@ -526,11 +542,14 @@ def demo(out, target, iters):
 
 def _add_commands():
     """Commands defined in their own packages (batch runs: rewardsteer.batch; the web demo: rewardsteer.serve)."""
+    from .amortized.command import finetune, train_noise
     from .batch.command import batch
     from .serve.command import serve
 
     cli.add_command(batch)
     cli.add_command(serve)
+    cli.add_command(train_noise)
+    cli.add_command(finetune)
 
 
 _add_commands()

@@ -226,29 +226,39 @@ class Reward:
         network's dtype, so an fp16/bf16 generator can feed an fp32 reward."""
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         if kwargs:
-            _move(vars(self), kwargs, set())
+            for obj in _reachable(self, set()):
+                if isinstance(obj, torch.nn.Module):
+                    obj.to(**kwargs)
+                elif hasattr(obj, "_stacks"):
+                    obj._stacks = None  # stacked ensemble weights are rebuilt from the moved members
         return self
 
 
-def _move(value: Any, kwargs: dict, seen: set) -> None:
-    """Move the nn.Modules reachable from `value` (attributes, dicts, lists, bound methods) in place."""
+def _reachable(value: Any, seen: set):
+    """The rewards, nn.Modules and torch.Generators reachable from `value` (attributes of rewards, dicts, lists,
+    bound methods such as net.features), each once, in attribute order."""
     if id(value) in seen:
         return
     seen.add(id(value))
-    if isinstance(value, torch.nn.Module):
-        value.to(**kwargs)
+    if isinstance(value, (torch.nn.Module, torch.Generator)):
+        yield value
     elif isinstance(value, Reward):
-        if hasattr(value, "_stacks"):
-            value._stacks = None  # stacked ensemble weights are rebuilt from the moved members
-        _move(vars(value), kwargs, seen)
+        yield value
+        yield from _reachable(vars(value), seen)
     elif isinstance(value, dict):
         for v in value.values():
-            _move(v, kwargs, seen)
+            yield from _reachable(v, seen)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            _move(v, kwargs, seen)
-    elif isinstance(getattr(value, "__self__", None), torch.nn.Module):  # a bound method such as net.features
-        _move(value.__self__, kwargs, seen)
+            yield from _reachable(v, seen)
+    elif isinstance(getattr(value, "__self__", None), torch.nn.Module):
+        yield from _reachable(value.__self__, seen)
+
+
+def reward_generators(reward: Reward) -> list[torch.Generator]:
+    """The random generators a reward draws from (e.g. a robust wrapper's transformations): what a resumable
+    training run must save to replay the same stream."""
+    return [g for g in _reachable(reward, set()) if isinstance(g, torch.Generator)]
 
 
 def input_for(net: torch.nn.Module, samples: torch.Tensor) -> torch.Tensor:

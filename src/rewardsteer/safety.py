@@ -88,3 +88,35 @@ def sigterm_as_interrupt():
 
 def exit_code(state: dict) -> int:
     return SIGTERM_EXIT if state.get("signal") == "SIGTERM" else SIGINT_EXIT
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Within the block, Ctrl-C and SIGTERM are held until the caller reaches a safe point: the block gets
+    `safe_point(before=None)`, which, once a signal arrived, runs `before()` (e.g. save a checkpoint between two
+    training steps, never inside one), restores the previous handlers and re-delivers the signal to them (so the
+    CLI still exits 130 / 143 with its usual message). Outside the main thread it does nothing."""
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda before=None: None
+        return
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in watched}
+
+    def restore():
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    def safe_point(before=None):
+        if pending:
+            if before is not None:
+                before()
+            restore()
+            signal.raise_signal(pending[0])
+
+    for s in watched:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
+    try:
+        yield safe_point
+    finally:
+        restore()

@@ -121,6 +121,22 @@ def save_model(model: torch.nn.Module, out_dir: Path, name: str, card: dict) -> 
     return path
 
 
+def optimizer_tensors(opt: torch.optim.Optimizer, named_params) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state (Adam moments, step) as `opt/NAME/FIELD` tensors, for safetensors."""
+    names = {id(p): n for n, p in named_params}
+    return {f"opt/{names[id(p)]}/{k}": torch.as_tensor(v)
+            for group in opt.param_groups for p in group["params"] for k, v in opt.state.get(p, {}).items()}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, named_params, tensors: dict[str, torch.Tensor]) -> None:
+    """Put back what `optimizer_tensors` saved."""
+    params = dict(named_params)
+    for key, v in tensors.items():
+        if key.startswith("opt/"):
+            name, _, field = key[4:].rpartition("/")
+            opt.state[params[name]][field] = v
+
+
 class Checkpoint:
     """Resumable training state in safetensors + JSON (never pickle): model, EMA, optimizer moments, the
     schedule's step, the data RNG and the minibatch order. Written atomically every `every_s` seconds, so a
@@ -139,11 +155,7 @@ class Checkpoint:
     def save(self, step: int, model, ema: EMA, opt, sched, gen: torch.Generator, order: Batches, extra=None):
         tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"ema/{k}": v for k, v in ema.model.state_dict().items()})
-        names = {id(p): n for n, p in model.named_parameters()}
-        for group in opt.param_groups:
-            for p in group["params"]:
-                for k, v in opt.state.get(p, {}).items():
-                    tensors[f"opt/{names[id(p)]}/{k}"] = torch.as_tensor(v)
+        tensors.update(optimizer_tensors(opt, model.named_parameters()))
         tensors["rng"] = gen.get_state()
         tensors["order/perm"] = order.perm
         meta = {"step": step, "ema_updates": ema.updates, "sched": sched.state_dict()["last_epoch"],
@@ -163,11 +175,7 @@ class Checkpoint:
         model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model/")})
         ema.model.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema/")})
         ema.updates = meta["ema_updates"]
-        params = dict(model.named_parameters())
-        for key, v in t.items():
-            if key.startswith("opt/"):
-                name, _, field = key[4:].rpartition("/")
-                opt.state[params[name]][field] = v
+        restore_optimizer(opt, model.named_parameters(), t)
         sched.last_epoch = meta["sched"]
         sched._last_lr = [f(meta["sched"]) * g["initial_lr"] for f, g in zip(sched.lr_lambdas, opt.param_groups)]
         for g, lr in zip(opt.param_groups, sched._last_lr):
