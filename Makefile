@@ -5,7 +5,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.t
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint browser serve bench-batch install dev train evaluate bench bench-overopt bench-molecules clean
+.PHONY: demo test lint browser serve bench-batch install dev train evaluate bench bench-overopt bench-molecules bench-amortized clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -73,6 +73,11 @@ bench-overopt: $(STAMP)
 # Steering moses-mdlm at equal NFE (best-of-N, FK, SVDD; docs/benchmarks/molecules.md).
 bench-molecules: $(DEV_STAMP)
 	$(PY) benchmarks/molecules.py
+
+# Amortized alignment against best-of-N and ReNO, and over-optimization under LoRA fine-tuning (about an hour on
+# 2 CPU cores, the two parts in parallel; docs/benchmarks/amortized.md).
+bench-amortized: $(DEV_STAMP)
+	$(PY) benchmarks/amortized.py --part table & $(PY) benchmarks/amortized.py --part overopt; wait
 
 # Batch throughput: 200 small jobs, a 2-worker pool against sequential single runs (docs/benchmarks/batch.md).
 bench-batch: $(DEV_STAMP)

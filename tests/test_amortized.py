@@ -6,10 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+import rewardsteer as rs
 from rewardsteer import amortized as am
 from rewardsteer import best_of_n, models, reno
 from rewardsteer.amortized import LearnedNoise, NoisedGenerator, NoiseNetwork, TrainConfig
@@ -59,6 +61,9 @@ def test_chi_prior_penalty_is_zero_at_the_typical_norm_and_grows_away_from_it():
     at = z / z.norm() * (d - 1) ** 0.5
     assert abs(float(net.regularizer(at))) < 1e-2
     assert float(net.regularizer(at * 1.2)) > 10 and float(net.regularizer(at * 0.8)) > 10
+    # with the input noise: plus the transport cost ½‖z* − z‖², which stops the map from ignoring z
+    shifted = at.flip(-1)
+    assert torch.allclose(net.regularizer(shifted, None, at), net.regularizer(shifted) + 0.5 * (shifted - at).pow(2).sum())
 
 
 @pytest.mark.parametrize("kind", ["noise-net", "learned-noise"])
@@ -205,3 +210,60 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resume_finishes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "checkpoint.json").read_text())["step"] == meta["step"] + 2
     assert json.loads((out / "card.json").read_text())["training"]["cost"]["steps_done"] == meta["step"] + 2
+
+
+def test_noise_network_and_lora_on_a_diffusers_one_step_generator(tmp_path):
+    """The diffusers path on a tiny config-built SD-Turbo-style pipeline: a noise network over its (4, 8, 8) latents
+    and LoRA adapters on its UNet's attention, trained, saved, reloaded onto a fresh generator."""
+    pytest.importorskip("diffusers")
+    from test_hf import PROMPT, tiny_pipeline
+
+    from rewardsteer.hf import from_diffusers
+
+    tiny_pipeline().save_pretrained(tmp_path / "pipe")
+    brightness = rs.as_reward(lambda x, cond=None: x.flatten(1).mean(1), "brightness")
+    gen = from_diffusers(str(tmp_path / "pipe"), PROMPT)
+    nn = am.train_noise(gen, brightness, kind="noise-net", config=cfg(steps=2, batch=2), out=tmp_path / "nn",
+                        progress=False, log=lambda **k: None)
+    assert nn.module.noise_shape == (4, 8, 8)
+    z = gen.sample_noise(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        wrapped = nn.generator()(z)
+        assert torch.equal(am.load_amortized(tmp_path / "nn", from_diffusers(str(tmp_path / "pipe"), PROMPT))(z), wrapped)
+    lora = am.finetune(gen, brightness, rank=2, config=cfg(steps=3, batch=2, lr=1e-2, eval_every=3, eval_n=4),
+                       out=tmp_path / "lora", progress=False, log=lambda **k: None)
+    assert lora.card["lora"]["targets"] == ["to_q", "to_k", "to_v", "to_out.0"]
+    assert lora.report.evals[-1]["penalty"] > 0  # the adapters moved the generator
+    with torch.no_grad():
+        tuned = gen(z)
+        reloaded = am.load_amortized(tmp_path / "lora", from_diffusers(str(tmp_path / "pipe"), PROMPT))(z)
+    assert torch.allclose(reloaded, tuned, atol=1e-5)
+
+
+def test_amortized_benchmark_quick_mode_writes_every_row_and_both_parts(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import amortized as bench
+
+    bench.main(["--quick", "--json", str(tmp_path / "r.json"), "--md", str(tmp_path / "amortized.md")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    rows = res["table"]["rows"]
+    assert set(rows) == {"base", "best-of-N@2", "ReNO@2", "noise-net", "noise-net + best-of-N@2", "learned-noise",
+                         "learned-noise + best-of-N@2", "lora", "lora + best-of-N@2"}
+    assert rows["ReNO@2"]["nfe_per_sample"] == 3 and rows["ReNO@2"]["backward_per_sample"] == 2
+    assert rows["lora"]["training"]["nfe"] == 3 * 4 * 2 and rows["noise-net"]["training"]["backward"] == 3 * 4
+    # break-even in passes: training passes / (ReNO's passes per sample - the approach's)
+    assert rows["noise-net"]["break_even_passes"] == pytest.approx((12 + 12) / (3 + 2 - 1))
+    assert set(res["overopt"]["aggregates"]) == {"single", "mean", "wco", "uwo"}
+    md = (tmp_path / "amortized.md").read_text()
+    assert "| lora + best-of-N@2 | 2 | 0 |" in md and "Gao RL fit" in md and (tmp_path / "amortized-overopt.png").is_file()
+    nn, bon = rows["noise-net"]["judges_agree"], rows["best-of-N@2"]["judges_agree"]
+    assert f"Noise network at 1 NFE vs best-of-N@2 (judges agree): {nn:.1%} vs {bon:.1%} — " \
+           f"{'meets' if nn >= bon else 'misses'} the bar" in md
+
+
+def test_cli_refuses_an_adapter_for_another_base_model(tmp_path, run_cli):
+    am.finetune(models.onestep(), proxy(7), rank=2, target=7, config=cfg(steps=1), out=tmp_path / "lora",
+                base_name="mnist-onestep", progress=False, log=lambda **k: None)
+    code, _, err = run_cli("run", "--model", "mnist-flow", "--steps", "2", "--amortized", str(tmp_path / "lora"),
+                           "--method", "best_of_n", "--out", str(tmp_path / "o"))
+    assert code == 2 and "belongs to base model 'mnist-onestep'" in err and err.count("\n") <= 2, err

@@ -46,10 +46,15 @@ def judges_verdict(name: str, other: str, where: str, mine: dict, base: dict, se
     return f"- {name} beats {other} at {where} under all judges: {'yes' if holds else 'no'} ({'; '.join(parts)})"
 
 
-def gao_fit(d: list[float], r: list[float]) -> dict:
-    """Least-squares fit of R(d) = d(α − βd), d = √KL (Gao et al. 2023, best-of-n form), with R²."""
+def gao_fit(d: list[float], r: list[float], form: str = "bon") -> dict:
+    """Least-squares fit of Gao et al. 2023's functional forms, d = √KL, with R²: the best-of-n form
+    R(d) = d(α − βd) (`form="bon"`) or the RL form R(d) = d(α − β log d) (`form="rl"`; points with d = 0 add
+    nothing to either fit)."""
     d_t, r_t = torch.tensor(d, dtype=torch.float64), torch.tensor(r, dtype=torch.float64)
-    design = torch.stack([d_t, -d_t**2], 1)
+    if form not in ("bon", "rl"):
+        raise ValueError(f"form must be 'bon' or 'rl', got {form!r}")
+    second = d_t**2 if form == "bon" else d_t * torch.log(d_t.clamp_min(1e-12))
+    design = torch.stack([d_t, -second], 1)
     coef = torch.linalg.lstsq(design, r_t[:, None]).solution[:, 0]
     resid = r_t - design @ coef
     ss_tot = float(((r_t - r_t.mean()) ** 2).sum())

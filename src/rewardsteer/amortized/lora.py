@@ -26,7 +26,7 @@ from ..errors import RewardsteerError
 
 KL_PIXEL_SD = 0.1  # σ of the smoothing in the KL above, in the generator's output units ([0, 1] images here)
 # Which layers get adapters, by the network's class: the bundled UNet's convolutions; diffusers' attention.
-DEFAULT_TARGETS = {"UNet": ["conv1", "conv2"], "UNet2DConditionModel": ["to_q", "to_k", "to_v", "to_out.0"]}
+DEFAULT_TARGETS = {"UNet": ["conv1", "conv2", "emb"], "UNet2DConditionModel": ["to_q", "to_k", "to_v", "to_out.0"]}
 
 
 def adapted_network(generator: OneStepGenerator) -> torch.nn.Module:

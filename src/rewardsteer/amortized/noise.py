@@ -81,11 +81,17 @@ class NoiseNetwork(nn.Module):
         rest = [p for n, p in self.named_parameters() if n != "offset"]
         return [{"params": [self.offset], "lr": 10 * lr}, {"params": rest, "lr": lr}]
 
-    def regularizer(self, z_star: torch.Tensor, c: Any = None) -> torch.Tensor:
-        """ReNO's chi prior on the produced noise, −log p(‖z*‖) up to a constant (Eyring et al. 2024, eq. 5),
-        per sample, shifted to 0 at its minimum ‖z*‖ = √(d − 1): it keeps z* where the generator was trained."""
+    def regularizer(self, z_star: torch.Tensor, c: Any = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Per sample: ReNO's chi prior on the produced noise, −log p(‖z*‖) up to a constant (Eyring et al. 2024,
+        eq. 5; shifted to 0 at its minimum ‖z*‖ = √(d − 1)), which keeps z* where the generator was trained; plus,
+        given z, the transport cost ½‖z* − z‖² (the KL a pure shift z* = z + b pays, as `LearnedNoise`'s does).
+        Without the second term the network learns to ignore z: measured on the bundled task, every noise mapped
+        to nearly one 7 (batch diversity 0.44 against best-of-N@16's 6.8)."""
         d = z_star[0].numel()
-        return prior_nll(z_star) - 0.5 * (d - 1) * (1 - math.log(d - 1))
+        chi = prior_nll(z_star) - 0.5 * (d - 1) * (1 - math.log(d - 1))
+        if z is None:
+            return chi
+        return chi + 0.5 * (z_star.float() - z.float()).flatten(1).pow(2).sum(1)
 
 
 class LearnedNoise(nn.Module):
@@ -113,7 +119,7 @@ class LearnedNoise(nn.Module):
         mu, log_std = self.mean.float().flatten(1), self.log_std.float().flatten(1)
         return 0.5 * ((2 * log_std).exp() + mu.pow(2) - 1 - 2 * log_std).sum(1)
 
-    def regularizer(self, z_star: torch.Tensor, c: Any = None) -> torch.Tensor:
+    def regularizer(self, z_star: torch.Tensor, c: Any = None, z: torch.Tensor | None = None) -> torch.Tensor:
         """Per sample, the KL of its condition's Gaussian to the prior."""
         return self.kl()[condition_index(c, z_star.shape[0], self.num_conditions, z_star.device)]
 

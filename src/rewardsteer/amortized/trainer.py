@@ -43,7 +43,7 @@ class NoiseMapApproach:
     def sample(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z_star = self.module(z, c)
         x = self.base(z_star.to(reference(self.base).dtype), self.generator_cond)
-        return x, self.module.regularizer(z_star, c)
+        return x, self.module.regularizer(z_star, c, z)
 
     def nfe_per_step(self, batch: int) -> int:
         return batch * self.base.nfe_per_call
