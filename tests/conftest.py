@@ -13,6 +13,16 @@ torch.set_num_threads(2)
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network (read by huggingface_hub at import)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (`pytestmark = pytest.mark.usefixtures("one_thread")`): small models run
+    no slower, and a shared 2-core machine stays usable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_unet(seed=0):
     torch.manual_seed(seed)
     net = UNet((8, 16), emb_dim=32)

@@ -22,12 +22,7 @@ from rewardsteer.robust import robust
 pytest.importorskip("peft", reason="LoRA fine-tuning needs peft (installed by `make dev`)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def proxy(target=None):

@@ -40,12 +40,7 @@ from rewardsteer.hf import (  # noqa: E402
 PROMPT = "a red cat"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_tokenizer(max_length=16):
@@ -53,7 +48,8 @@ def tiny_tokenizer(max_length=16):
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
-        vocab.update({c + suffix: len(vocab) for c in letters})
+        for c in letters:  # one id each (a dict comprehension would read len(vocab) once and give them all one id)
+            vocab[c + suffix] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
@@ -109,9 +105,8 @@ def pipe_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-clip")
+def save_tiny_clip(path):
+    """A tiny CLIPModel (16×16 images) and its in-memory tokenizer, written to `path` by save_pretrained."""
     torch.manual_seed(1)
     tok = tiny_tokenizer()
     vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -120,6 +115,11 @@ def clip_dir(tmp_path_factory):
     CLIPModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="module")
@@ -361,6 +361,7 @@ def test_cli_particle_method_on_a_pipeline(pipe_dir, clip_dir, tmp_path):
     (["--prompt", PROMPT], "needs --reward"),
     (["--reward", "head:h.safetensors"], "needs a CLIP model"),
     (["--reward", "bogus"], "unknown reward 'bogus'"),
+    (["--reward", "jpeg", "--dtype", "fp16"], "fp16 is not supported on CPU"),
 ])
 def test_cli_errors_are_one_line_exit_2(pipe_dir, args, message, capsys):
     from rewardsteer.cli import main

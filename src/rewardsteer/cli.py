@@ -41,6 +41,7 @@ class RunCommand(SectionedCommand):
         "Budget (stop when any is spent)": ("max_nfe", "max_backward", "max_reward_calls", "max_seconds"),
         "Diffusers pipeline (instead of --model)": (
             "pipeline", "prompt", "negative_prompt", "guidance_scale", "height", "width", "checkpoint"),
+        "Amortized (a trained noise map or LoRA adapter)": ("amortized",),
         "Output": ("out", "progress", "help"),
     }
 
@@ -134,8 +135,9 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
               "rewards: clip:PATH_OR_ID, head:FILE.safetensors[@CLIP], suppress:CONCEPT[@CLIP], jpeg[:Q]")
 @click.option("--prompt", default=None, help="--pipeline: the text prompt (also what clip: rewards score against)")
 @click.option("--negative-prompt", default=None, help="--pipeline: negative prompt (used when --guidance-scale > 1)")
-@click.option("--guidance-scale", type=float, default=0.0, show_default=True,
-              help="--pipeline: classifier-free guidance (0 for SD-Turbo)")
+@click.option("--guidance-scale", type=float, default=None,
+              help="--pipeline: classifier-free guidance, or FLUX-dev's embedded guidance (default: the family's own: "
+                   "0 for one-step SD/SD3, 7.5 / 7.0 for their samplers, 3.5 for FLUX)")
 @click.option("--height", type=click.IntRange(min=8), default=None, help="--pipeline: image height (default: the model's)")
 @click.option("--width", type=click.IntRange(min=8), default=None, help="--pipeline: image width (default: the model's)")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
@@ -162,7 +164,7 @@ METHOD_CHOICES += list(PARTICLE_METHODS)
               help=f"guidance: λ of the step's shift s²·λ·∇r(x̂0) added to each step's mean (default {GUIDANCE_SCALE:g})")
 def run(model, steps, target, condition, rewards, heldouts, method, n, iters, candidates, reg, lr, optimizer, max_nfe,
         max_backward, max_reward_calls, max_seconds, seed, out, progress, robust=None, aggregate=None, standardize=False,
-        pipeline=None, prompt=None, negative_prompt=None, guidance_scale=0.0, height=None, width=None, dtype="fp32",
+        pipeline=None, prompt=None, negative_prompt=None, guidance_scale=None, height=None, width=None, dtype="fp32",
         device=None, checkpoint=False, particles=8, potential="max", lam=10.0, alpha=None, interval=5,
         ess_threshold=0.5, resampling="systematic", scale=None, amortized=None):
     """Steer a bundled generator toward a reward; write grid.png, trace.png and result.json to --out."""

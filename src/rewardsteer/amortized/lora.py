@@ -25,21 +25,24 @@ from ..core import OneStepGenerator
 from ..errors import RewardsteerError
 
 KL_PIXEL_SD = 0.1  # σ of the smoothing in the KL above, in the generator's output units ([0, 1] images here)
-# Which layers get adapters, by the network's class: the bundled UNet's convolutions; diffusers' attention.
-DEFAULT_TARGETS = {"UNet": ["conv1", "conv2", "emb"], "UNet2DConditionModel": ["to_q", "to_k", "to_v", "to_out.0"]}
+# Which layers get adapters, by the network's class: the bundled UNet's convolutions and conditioning projections
+# (without those it cannot change which digit a noise becomes); diffusers' attention projections (their own choice).
+_ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
+DEFAULT_TARGETS = {"UNet": ["conv1", "conv2", "emb"], "UNet2DConditionModel": _ATTENTION,
+                   "FluxTransformer2DModel": _ATTENTION, "SD3Transformer2DModel": _ATTENTION}
 
 
 def adapted_network(generator: OneStepGenerator) -> torch.nn.Module:
     """The network inside a one-step generator that fine-tuning adapts: `mnist-onestep`'s UNet, an unrolled
-    sampler's denoiser, or a diffusers generator's UNet."""
-    for path in ("model", "sampler.model", "sampler.unet", "unet"):
+    sampler's denoiser, or a diffusers generator's UNet or (FLUX, SD3) transformer."""
+    for path in ("model", "sampler.model", "sampler.unet", "sampler.transformer", "unet", "transformer"):
         obj: Any = generator
         for part in path.split("."):
             obj = getattr(obj, part, None)
         if isinstance(obj, torch.nn.Module):
             return obj
     raise RewardsteerError(f"cannot find the network inside {type(generator).__name__} to fine-tune: it needs a "
-                           "`model`, `unet` or `sampler.model` / `sampler.unet` module")
+                           "`model`, `unet`, `transformer` or `sampler.model` / `.unet` / `.transformer` module")
 
 
 def fingerprint(module: torch.nn.Module) -> str:

@@ -4,11 +4,32 @@ diffusers and transformers are imported only when a loader runs, so `import rewa
 """
 
 from .loading import load_clip, load_pipeline, parse_dtype
-from .rewards import CLIPFeatures, CLIPHead, CLIPScore, JPEGCompressibility, MLPHead, Suppress, clip_preprocess, suppress_concept
-from .sampler import DiffusersSampler, UnrolledDiffusers, diffusers_sampler, from_diffusers, path_coefficients
+from .mmdit import FluxSampler, SD3Sampler
+from .rewards import (
+    CLIPFeatures,
+    CLIPHead,
+    CLIPScore,
+    JPEGCompressibility,
+    MLPHead,
+    Suppress,
+    clip_preprocess,
+    hps_score,
+    pickscore,
+    suppress_concept,
+)
+from .sampler import (
+    DiffusersSampler,
+    LatentSampler,
+    UnrolledDiffusers,
+    diffusers_sampler,
+    from_diffusers,
+    path_coefficients,
+)
 
 __all__ = [
-    "CLIPFeatures", "CLIPHead", "CLIPScore", "DiffusersSampler", "JPEGCompressibility", "MLPHead", "Suppress",
-    "clip_preprocess", "diffusers_sampler", "from_diffusers", "load_clip", "load_pipeline", "parse_dtype",
+    "CLIPFeatures", "CLIPHead", "CLIPScore", "DiffusersSampler", "FluxSampler", "JPEGCompressibility", "LatentSampler",
+    "MLPHead", "SD3Sampler", "Suppress",
+    "clip_preprocess", "diffusers_sampler", "from_diffusers", "hps_score", "load_clip", "load_pipeline", "parse_dtype",
+    "pickscore",
     "path_coefficients", "suppress_concept", "UnrolledDiffusers",
 ]

@@ -92,7 +92,10 @@ def load_clip(name: str | os.PathLike, dtype: str | torch.dtype | None = None, d
     """(CLIPModel, CLIPTokenizer, preprocessing {size, mean, std}) from a hub name or local folder."""
     from transformers import CLIPModel, CLIPTokenizer
 
+    from .checks import check_device_dtype
+
     name = str(name)
+    check_device_dtype(device, parse_dtype(dtype))
     try:
         with quiet_loading():
             model = CLIPModel.from_pretrained(name, dtype=parse_dtype(dtype), use_safetensors=True)

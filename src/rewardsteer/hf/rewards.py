@@ -1,5 +1,6 @@
-"""Rewards for text-to-image steering: CLIP score, heads on CLIP image features (aesthetic-MLP style), JPEG
-compressibility, and suppression of a concept. Preprocessing is plain torch, so gradients reach the pixels.
+"""Rewards for text-to-image steering: CLIP score and the preference models built on CLIP (PickScore, HPS v2),
+heads on CLIP image features (aesthetic-MLP style), JPEG compressibility, and suppression of a concept.
+Preprocessing is plain torch, so gradients reach the pixels.
 
 Samples are images in [0, 1], shape (B, 3, H, W). One `CLIPFeatures` can be shared by several rewards, so a
 CLIP score, an aesthetic head and a concept penalty on the same images load the CLIP weights once.
@@ -21,6 +22,7 @@ from torch.utils.checkpoint import checkpoint as ckpt
 from ..core import Reward
 from ..errors import RewardsteerError, WeightsError
 from ..hub import load_safetensors
+from .checks import warn_if_truncated
 from .loading import CLIP_MEAN, CLIP_STD, load_clip
 
 
@@ -70,7 +72,8 @@ class CLIPFeatures:
     def images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, D) unit vectors."""
         p = next(self.model.parameters())
-        pixels = clip_preprocess(images.to(p.device, p.dtype), self.size, self.mean, self.std)
+        # resize in fp32, then the model's dtype: CPU has no bf16 backward for antialiased bicubic resizing
+        pixels = clip_preprocess(images.to(p.device, torch.float32), self.size, self.mean, self.std).to(p.dtype)
         if self.checkpoint and torch.is_grad_enabled() and pixels.requires_grad:
             return ckpt(self._embed, pixels, use_reentrant=False)
         return self._embed(pixels)
@@ -82,6 +85,8 @@ class CLIPFeatures:
         if key not in self._text_cache:
             if self.tokenizer is None:
                 raise RewardsteerError("this CLIPFeatures has no tokenizer: pass tokenizer= or use CLIPFeatures.load")
+            for text in texts:
+                warn_if_truncated(self.tokenizer, text, what="the CLIP reward")
             tok = self.tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt")
             tok = {k: v.to(next(self.model.parameters()).device) for k, v in tok.items()}
             self._text_cache[key] = F.normalize(_features(self.model.get_text_features(**tok)).float(), dim=-1)
@@ -89,15 +94,17 @@ class CLIPFeatures:
 
 
 class CLIPScore(Reward):
-    """100·cos(CLIP(image), CLIP(target)) (CLIPScore as in torchmetrics; Hessel et al. 2021 use 2.5·max(cos, 0)).
+    """scale·cos(CLIP(image), CLIP(target)); scale 100 is CLIPScore as in torchmetrics (Hessel et al. 2021 use
+    2.5·max(cos, 0)); `pickscore` and `hps_score` are this reward with their papers' scales.
 
     The target is `prompt` (text), `image` (a reference image in [0, 1]), or, when both are None, the
     condition passed at scoring time: a string or a list with one string per sample.
     """
 
     def __init__(self, features: CLIPFeatures, prompt: str | None = None, image: torch.Tensor | None = None,
-                 name: str = "clip"):
+                 name: str = "clip", scale: float = 100.0):
         self.features, self.prompt, self.name, self.differentiable = features, prompt, name, True
+        self.scale = scale
         self.target_image = None
         if image is not None:
             with torch.no_grad():
@@ -115,7 +122,22 @@ class CLIPScore(Reward):
 
     def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
         img = self.features.images(samples)
-        return 100 * (img * self.target(cond, samples.shape[0]).to(img.device)).sum(-1)
+        return self.scale * (img * self.target(cond, samples.shape[0]).to(img.device)).sum(-1)
+
+
+def pickscore(features: CLIPFeatures, prompt: str | None = None, name: str = "pickscore") -> CLIPScore:
+    """PickScore (Kirstain et al. 2023): logit_scale.exp()·cos(image, prompt) under the fine-tuned CLIP-H
+    `yuvalkirstain/PickScore_v1` (load it with `CLIPFeatures.load`; its processor is CLIP-H's: shorter side to
+    224, bicubic, centre crop, OpenAI mean/std, which `clip_preprocess` does in torch). ReNO (Eyring et al.
+    2024) weights it 0.05 in its default reward mix."""
+    return CLIPScore(features, prompt=prompt, name=name, scale=float(features.model.logit_scale.detach().exp()))
+
+
+def hps_score(features: CLIPFeatures, prompt: str | None = None, name: str = "hps") -> CLIPScore:
+    """HPS v2 / v2.1 (Wu et al. 2023): the plain cosine between image and prompt under HPS's fine-tuned CLIP-H
+    (no logit scale; ReNO weights HPS v2.1 5.0 in its default mix). HPS ships open_clip checkpoints: convert them to
+    a transformers CLIPModel folder first (docs/diffusers.md)."""
+    return CLIPScore(features, prompt=prompt, name=name, scale=1.0)
 
 
 def _natural_key(name: str):
@@ -163,8 +185,8 @@ class MLPHead(torch.nn.Module):
 
 class CLIPHead(Reward):
     """head(unit CLIP image embedding): aesthetic-MLP style rewards (LAION aesthetic predictor, Schuhmann et al.
-    2022) from user-supplied safetensors. PickScore (Kirstain et al. 2023) is a whole fine-tuned CLIPModel
-    instead: use `CLIPScore` with its weights."""
+    2022) from user-supplied safetensors. PickScore and HPS are whole fine-tuned CLIPModels instead: see
+    `pickscore` and `hps_score`."""
 
     def __init__(self, features: CLIPFeatures, head: MLPHead, name: str = "aesthetic"):
         if head.in_features != features.dim:

@@ -7,7 +7,8 @@ Notation: every supported scheduler is read as a Gaussian path over the latents,
   - Euler / Euler-ancestral (Karras et al. 2022): the scheduler's sigma s is variance exploding,
     x_VE = x / α with α = 1/√(1 + s²), σ = s·α; the UNet's input scale_model_input(x_VE) = x_VE/√(s² + 1) is
     exactly x, so the state here is always the UNet input;
-  - FlowMatchEuler (rectified flow, SD3 / FLUX): α = 1 − s, σ = s, the model predicts v = ε − x̂.
+  - FlowMatchEuler (rectified flow, SD3 / FLUX): α = 1 − s, σ = s, the model predicts v = ε − x̂ (their
+    transformer calls are in mmdit.py; `LatentSampler` here is what every pipeline shares).
 Step i maps (α_t, σ_t) -> (α_s, σ_s); the last step lands on clean latents (α = 1, σ = 0, std 0).
 
 Transition: the DDIM posterior with η (Song et al. 2021, eqs. 12 and 16),
@@ -30,18 +31,22 @@ import torch
 from ..core import Sampler, ddim_posterior
 from ..errors import RewardsteerError
 from ..flow import UnrolledSampler
-from .loading import load_pipeline, parse_dtype
+from .checks import check_device_dtype, check_placement, warn_pipeline_truncation
+from .loading import load_pipeline, parse_dtype, quiet_loading
 
 SCHEDULERS = ("DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
               "FlowMatchEulerDiscreteScheduler")
 PREDICTIONS = ("epsilon", "v_prediction", "sample", "flow")
 
 
-def path_coefficients(scheduler, steps: int) -> tuple[list[float], list[float], list[float], str, float]:
+def path_coefficients(scheduler, steps: int, sigmas=None, mu: float | None = None
+                      ) -> tuple[list[float], list[float], list[float], str, float]:
     """(model timesteps (N,), α (N+1,), σ (N+1,), prediction type, initial noise scale) for `steps` steps.
 
     The initial state is diffusers' own: randn × init_noise_sigma in the scheduler's coordinates, here times α_0
     for Euler schedulers (for "trailing" spacing that is σ_0/√(1+σ_0²) ≈ 0.998, not 1, as in SD-Turbo's pipeline).
+    `sigmas` and `mu` go to FlowMatchEuler's set_timesteps as FLUX's and SD3's pipelines pass them (custom
+    sigmas; the resolution-dependent shift μ when the scheduler uses dynamic shifting).
 
     The scheduler is deep-copied first, so the pipeline's own scheduler keeps its state (from_config would
     drop settings a pipeline patched in, such as steps_offset).
@@ -51,9 +56,15 @@ def path_coefficients(scheduler, steps: int) -> tuple[list[float], list[float], 
         raise RewardsteerError(f"scheduler {name} is not supported; use one of {', '.join(SCHEDULERS)}, e.g. "
                                "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)")
     sch = copy.deepcopy(scheduler)
-    sch.set_timesteps(steps)
+    flow = name.startswith("FlowMatch")
+    if flow:
+        sch.set_timesteps(steps, sigmas=None if sigmas is None else list(sigmas), mu=mu)
+    elif sigmas is not None or mu is not None:
+        raise RewardsteerError(f"sigmas / mu are FlowMatchEuler settings; {name} takes neither")
+    else:
+        sch.set_timesteps(steps)
     times, init = sch.timesteps.double(), float(getattr(sch, "init_noise_sigma", 1.0))  # flow: pure noise
-    if name.startswith("FlowMatch"):
+    if flow:
         s = sch.sigmas.double()[: steps + 1]
         alpha, sigma, pred = 1 - s, s, "flow"
     elif name.startswith("Euler"):
@@ -70,60 +81,69 @@ def path_coefficients(scheduler, steps: int) -> tuple[list[float], list[float], 
     return times.tolist(), alpha.tolist(), sigma.tolist(), pred, init
 
 
-class DiffusersSampler(Sampler):
-    """A diffusers UNet pipeline as a `Sampler` over latents: per step the x0-prediction and a Gaussian
-    transition with explicit mean and std (module notation). Prompt embeddings are computed once and cached.
+def vae_scale_factor(vae) -> int:
+    """Pixels per latent along each side (8 for the SD / SD3 / FLUX VAEs), as diffusers' pipelines compute it."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
-    The UNet, VAE and text encoder are frozen; `decode` runs the VAE `decode_batch` samples at a time so
-    big batches fit. No method here is wrapped in no_grad: noise optimization backpropagates through it.
+
+class LatentSampler(Sampler):
+    """What every diffusers pipeline shares as a `Sampler` over latents: the Gaussian path (module notation),
+    classifier-free guidance, the DDIM-η transition with explicit mean and std, and the VAE decode.
+
+    Subclasses hold the denoiser (`denoiser`) and say how to call it (`denoise`): a UNet here, FLUX's and SD3's
+    transformers in `mmdit.py`. `conds` are the prompt encodings, computed once: each tensor has 1 row
+    (conditional) or 2 rows (unconditional, conditional) and is repeated to the batch at every call. The
+    denoiser and VAE are frozen; `decode` runs the VAE `decode_batch` samples at a time so big batches fit. No
+    method here is wrapped in no_grad: noise optimization backpropagates through it.
     """
 
-    def __init__(self, unet, vae, scheduler, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None,
-                 steps: int, guidance_scale: float, eta: float, height: int, width: int, decode_batch: int | None = None,
-                 added: dict[str, torch.Tensor] | None = None):
+    def __init__(self, vae, scheduler, conds: dict[str, torch.Tensor], steps: int, cfg_scale: float, eta: float,
+                 state_shape: tuple[int, ...], decode_batch: int | None = None, schedule: dict | None = None):
         super().__init__()
         if steps < 1 or eta < 0:
             raise RewardsteerError(f"steps must be >= 1 and eta >= 0; got steps={steps}, eta={eta}")
-        self.unet, self.vae = unet.eval().requires_grad_(False), vae.eval().requires_grad_(False)
-        self.num_steps, self.guidance_scale, self.eta, self.decode_batch = steps, guidance_scale, eta, decode_batch
-        embeds = prompt_embeds if negative_embeds is None else torch.cat([negative_embeds, prompt_embeds])
-        self.register_buffer("embeds", embeds.detach(), persistent=False)  # (1 or 2, L, D): [uncond,] cond
-        self.added_keys = tuple(added or ())  # SDXL: pooled text embeddings and size ids, same row layout
-        for k, v in (added or {}).items():
+        self.vae = vae.eval().requires_grad_(False)
+        self.num_steps, self.cfg_scale, self.eta, self.decode_batch = steps, cfg_scale, eta, decode_batch
+        self.cond_keys = tuple(conds)
+        for k, v in conds.items():
             self.register_buffer(k, v.detach(), persistent=False)
-        self.timesteps, self.alphas, self.sigmas, self.prediction, self.init_scale = path_coefficients(scheduler, steps)
+        self.cond_rows = next(iter(conds.values())).shape[0]  # 2: [unconditional, conditional]
+        self.timesteps, self.alphas, self.sigmas, self.prediction, self.init_scale = path_coefficients(
+            scheduler, steps, **(schedule or {}))
         # clip_sample (off in latent-diffusion configs): ε̂ is then re-derived from the clipped x̂, as in DDPM's
         # posterior and DDIM's use_clipped_model_output=True.
         self.clip_sample = scheduler.config.get("clip_sample_range", 1.0) if scheduler.config.get("clip_sample") else None
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        if height % factor or width % factor:
-            raise RewardsteerError(f"height and width must be multiples of {factor}; got {height}x{width}")
-        self.state_shape = (unet.config.in_channels, height // factor, width // factor)
+        self.state_shape = tuple(state_shape)
         # Per-step DDIM posterior coefficients (module notation), in float64 once rather than per call.
         self.coef = [ddim_posterior(self.alphas[i], self.sigmas[i], self.alphas[i + 1], self.sigmas[i + 1], eta)
                      for i in range(steps)]
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def denoise(self, x: torch.Tensor, i: int, conds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The denoiser's raw output at step i for inputs x (rows already matched to `conds`)."""
+        raise NotImplementedError
 
     def sample_noise(self, n: int, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
         """x_0: standard normal times diffusers' initial noise scale (`init_scale`, 1 except Euler "trailing")."""
         return super().sample_noise(n, generator, device, dtype) * self.init_scale
 
     def model_output(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        """The UNet's raw output at step i, with classifier-free guidance (Ho & Salimans 2022, eq. 6)."""
-        b, t = x.shape[0], x.new_tensor(self.timesteps[i])
-        both = self.guidance_scale > 1 and self.embeds.shape[0] == 2
+        """The denoiser's output at step i, with classifier-free guidance (Ho & Salimans 2022, eq. 6)."""
+        b = x.shape[0]
+        both = self.cfg_scale > 1 and self.cond_rows == 2
 
         def rows(c):  # (1 or 2, ...) -> (2B, ...): B unconditional rows then B conditional; or (B, ...) conditional
             return c.repeat_interleave(b, 0) if both else c[-1:].expand(b, *c.shape[1:])
 
-        kw = {"encoder_hidden_states": rows(self.embeds)}
-        if self.added_keys:
-            kw["added_cond_kwargs"] = {k: rows(getattr(self, k)) for k in self.added_keys}
-        xin = x.to(self.unet.dtype)
-        out = self.unet(torch.cat([xin, xin]) if both else xin, t, **kw)[0]
+        xin = x.to(self.denoiser.dtype)
+        out = self.denoise(torch.cat([xin, xin]) if both else xin, i, {k: rows(getattr(self, k)) for k in self.cond_keys})
         if not both:
             return out
         out_u, out_c = out.chunk(2)
-        return out_u + self.guidance_scale * (out_c - out_u)
+        return out_u + self.cfg_scale * (out_c - out_u)
 
     def predict_x0(self, x: torch.Tensor, i: int, cond: Any = None) -> torch.Tensor:
         a, s = self.alphas[i], self.sigmas[i]
@@ -154,6 +174,32 @@ class DiffusersSampler(Sampler):
         return (img / 2 + 0.5).clamp(0, 1).to(x.dtype)
 
 
+class DiffusersSampler(LatentSampler):
+    """A diffusers UNet pipeline (SD 1.x / 2.x / XL and their Turbo versions) as a `Sampler` over latents: per
+    step the x0-prediction and a Gaussian transition with explicit mean and std (module notation)."""
+
+    def __init__(self, unet, vae, scheduler, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None,
+                 steps: int, guidance_scale: float, eta: float, height: int, width: int, decode_batch: int | None = None,
+                 added: dict[str, torch.Tensor] | None = None):
+        factor = vae_scale_factor(vae)
+        if height % factor or width % factor:
+            raise RewardsteerError(f"height and width must be multiples of {factor}; got {height}x{width}")
+        embeds = prompt_embeds if negative_embeds is None else torch.cat([negative_embeds, prompt_embeds])
+        # SDXL's `added`: pooled text embeddings and size ids, same row layout as the embeddings
+        super().__init__(vae, scheduler, {"encoder_hidden_states": embeds, **(added or {})}, steps, guidance_scale,
+                         eta, (unet.config.in_channels, height // factor, width // factor), decode_batch)
+        self.unet, self.guidance_scale = unet.eval().requires_grad_(False), guidance_scale
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
+
+    def denoise(self, x, i, conds):
+        added = {k: v for k, v in conds.items() if k != "encoder_hidden_states"}
+        kw = {"added_cond_kwargs": added} if added else {}
+        return self.unet(x, x.new_tensor(self.timesteps[i]), encoder_hidden_states=conds["encoder_hidden_states"], **kw)[0]
+
+
 class UnrolledDiffusers(UnrolledSampler):
     """G(z) for z ~ N(0, I): the deterministic sampler run from z × `init_scale` (ReNO's prior stays standard)."""
 
@@ -161,21 +207,62 @@ class UnrolledDiffusers(UnrolledSampler):
         return super().forward(z * self.sampler.init_scale, cond)
 
 
-def _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, eta, height, width, dtype, device,
-           decode_batch, checkpoint) -> DiffusersSampler:
-    dtype = parse_dtype(dtype)
-    pipe = load_pipeline(pipe_or_path, dtype) if isinstance(pipe_or_path, str | os.PathLike) else pipe_or_path
+SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionXLPipeline (SD 1.x / 2.x / XL and their Turbo versions)",
+             "FluxPipeline (FLUX.1 schnell / dev)", "StableDiffusion3Pipeline (SD3 / SD3.5, incl. Large Turbo)")
+# guidance_scale=None means: (one-step generator, sampler) default per family. FLUX's is the embedded guidance of
+# FLUX.1-dev (diffusers' default; schnell has no guidance embedding and ignores it).
+DEFAULT_GUIDANCE = {"unet": (0.0, 7.5), "sd3": (0.0, 7.0), "flux": (3.5, 3.5)}
+
+
+def pipeline_family(pipe) -> str:
+    """'unet', 'flux' or 'sd3'; anything else is refused in one line naming what is supported."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    if isinstance(pipe, FluxPipeline):
+        return "flux"
+    if isinstance(pipe, StableDiffusion3Pipeline):
+        return "sd3"
     unet = getattr(pipe, "unet", None)
-    if unet is None or not hasattr(pipe, "encode_prompt") or unet.config.addition_embed_type not in (None, "text_time"):
-        raise RewardsteerError(f"{type(pipe).__name__} is not supported yet: rewardsteer steers text-to-image UNet "
-                               "pipelines (Stable Diffusion 1.x / 2.x / XL, SD-Turbo, SDXL-Turbo)")
+    if unet is not None and hasattr(pipe, "encode_prompt") and unet.config.addition_embed_type in (None, "text_time"):
+        return "unet"
+    raise RewardsteerError(f"{type(pipe).__name__} is not supported; rewardsteer steers text-to-image pipelines: "
+                           f"{'; '.join(SUPPORTED)}")
+
+
+def enable_checkpointing(*modules) -> None:
+    """diffusers' own per-block gradient checkpointing; it is active in eval mode too."""
+    for m in modules:
+        if getattr(m, "_supports_gradient_checkpointing", False):
+            m.enable_gradient_checkpointing()
+
+
+def _build(pipe_or_path, prompt, *, one_step: bool, negative_prompt, guidance_scale, steps, eta, height, width, dtype,
+           device, decode_batch, checkpoint, true_cfg_scale=1.0, max_sequence_length=None) -> LatentSampler:
+    dtype = parse_dtype(dtype)
+    check_device_dtype(device, dtype)  # before any weights load or move
+    pipe = load_pipeline(pipe_or_path, dtype) if isinstance(pipe_or_path, str | os.PathLike) else pipe_or_path
+    family = pipeline_family(pipe)
     if device is not None or dtype is not None:
         pipe = pipe.to(device=device, dtype=dtype)
-    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    check_placement(pipe)
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):  # no dropout in the prompt encodings
+        if isinstance(getattr(pipe, name, None), torch.nn.Module):
+            getattr(pipe, name).eval()
+    if guidance_scale is None:
+        guidance_scale = DEFAULT_GUIDANCE[family][0 if one_step else 1]
+    if family != "unet":
+        from .mmdit import build_mmdit
+
+        return build_mmdit(pipe, family, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
+                           true_cfg_scale=true_cfg_scale, steps=steps, eta=eta, height=height, width=width,
+                           decode_batch=decode_batch, checkpoint=checkpoint, max_sequence_length=max_sequence_length)
+    unet = pipe.unet
+    factor = vae_scale_factor(pipe.vae)
     height = height or unet.config.sample_size * factor
     width = width or unet.config.sample_size * factor
     cfg = guidance_scale > 1
-    with torch.no_grad():  # the prompt is fixed for the whole run: encode it once
+    warn_pipeline_truncation(pipe, prompt, None)
+    with torch.no_grad(), quiet_loading():  # the prompt is fixed for the whole run: encode it once
         enc = pipe.encode_prompt(prompt=prompt, device=unet.device, num_images_per_prompt=1,
                                  do_classifier_free_guidance=cfg, negative_prompt=negative_prompt)
     pe, ne, added = enc[0], enc[1], None
@@ -183,36 +270,44 @@ def _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, eta, he
         ids = pe.new_tensor([[height, width, 0, 0, height, width]])
         added = {"text_embeds": torch.cat([enc[3], enc[2]]) if cfg else enc[2],
                  "time_ids": torch.cat([ids, ids]) if cfg else ids}
-    if checkpoint:  # diffusers' own per-block checkpointing; it is active in eval mode
-        for m in (unet, pipe.vae):
-            if getattr(m, "_supports_gradient_checkpointing", False):
-                m.enable_gradient_checkpointing()
+    if checkpoint:
+        enable_checkpointing(unet, pipe.vae)
     return DiffusersSampler(unet, pipe.vae, pipe.scheduler, pe, ne if cfg else None, steps, guidance_scale, eta,
                             height, width, decode_batch, added)
 
 
-def diffusers_sampler(pipe_or_path, prompt: str, *, negative_prompt: str | None = None, guidance_scale: float = 7.5,
-                      steps: int = 50, eta: float = 1.0, height: int | None = None, width: int | None = None,
-                      dtype: torch.dtype | str | None = None, device=None, decode_batch: int | None = None,
-                      checkpoint: bool = False) -> DiffusersSampler:
+def diffusers_sampler(pipe_or_path, prompt: str, *, negative_prompt: str | None = None,
+                      guidance_scale: float | None = None, steps: int = 50, eta: float = 1.0, height: int | None = None,
+                      width: int | None = None, dtype: torch.dtype | str | None = None, device=None,
+                      decode_batch: int | None = None, checkpoint: bool = False, true_cfg_scale: float = 1.0,
+                      max_sequence_length: int | None = None) -> LatentSampler:
     """A diffusers pipeline (object, local folder or hub name) as a stochastic `Sampler` for particle
-    methods (FK steering, DAS, SVDD). `eta` = 1 is DDPM / Euler-ancestral sampling; see the module notes.
+    methods (FK steering, DAS, SVDD). `eta` = 1 is DDPM / Euler-ancestral sampling, and for FLUX / SD3 the
+    stochastic conversion of their flow ODE (module notes). `guidance_scale` None: 7.5 for UNet pipelines, 7.0
+    for SD3, 3.5 for FLUX (its embedded guidance; `true_cfg_scale` > 1 with a negative prompt adds real CFG).
     """
-    return _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, eta, height, width, dtype, device,
-                  decode_batch, checkpoint)
+    return _build(pipe_or_path, prompt, one_step=False, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
+                  steps=steps, eta=eta, height=height, width=width, dtype=dtype, device=device,
+                  decode_batch=decode_batch, checkpoint=checkpoint, true_cfg_scale=true_cfg_scale,
+                  max_sequence_length=max_sequence_length)
 
 
-def from_diffusers(pipe_or_path, prompt: str, *, negative_prompt: str | None = None, guidance_scale: float = 0.0,
+def from_diffusers(pipe_or_path, prompt: str, *, negative_prompt: str | None = None, guidance_scale: float | None = None,
                    steps: int = 1, height: int | None = None, width: int | None = None, dtype: torch.dtype | str | None = None,
-                   device=None, decode_batch: int | None = None, checkpoint: bool = False) -> UnrolledDiffusers:
+                   device=None, decode_batch: int | None = None, checkpoint: bool = False, true_cfg_scale: float = 1.0,
+                   max_sequence_length: int | None = None) -> UnrolledDiffusers:
     """A diffusers pipeline as a one-step generator G(z) = decode(deterministic `steps`-step sampler from z),
-    differentiable in z, for best-of-N, search and ReNO (Eyring et al. 2024 steer SD-Turbo and SDXL-Turbo with
-    steps=1).
+    differentiable in z, for best-of-N, search and ReNO (Eyring et al. 2024 steer SD-Turbo, SDXL-Turbo and
+    FLUX.1-schnell with steps=1).
 
-    `guidance_scale` 0 suits distilled models (SD-Turbo); `checkpoint=True` recomputes activations in backward:
-    per step (UnrolledSampler) and per block inside the UNet and VAE decoder (diffusers' checkpointing).
-    Load with dtype=torch.float16 / bfloat16 on a GPU; ReNO keeps its noise and regularizer in fp32.
+    `guidance_scale` None: 0 for UNet pipelines and SD3 (distilled models: SD-Turbo, SD3.5 Large Turbo), 3.5
+    for FLUX (embedded guidance, used by FLUX.1-dev only). `checkpoint=True` recomputes activations in backward:
+    per step (UnrolledSampler) and per block inside the denoiser and VAE decoder (diffusers' checkpointing).
+    FLUX's noise z is its unpacked latent (16, H/8, W/8); packing happens inside. Load with dtype=torch.bfloat16
+    (or fp16) on a GPU; ReNO keeps its noise and regularizer in fp32.
     """
-    sampler = _build(pipe_or_path, prompt, negative_prompt, guidance_scale, steps, 0.0, height, width, dtype, device,
-                     decode_batch, checkpoint)
+    sampler = _build(pipe_or_path, prompt, one_step=True, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
+                     steps=steps, eta=0.0, height=height, width=width, dtype=dtype, device=device,
+                     decode_batch=decode_batch, checkpoint=checkpoint, true_cfg_scale=true_cfg_scale,
+                     max_sequence_length=max_sequence_length)
     return UnrolledDiffusers(sampler, checkpoint=checkpoint)

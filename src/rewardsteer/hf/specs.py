@@ -1,6 +1,8 @@
 """Short reward specs for the command line (`rewardsteer run --pipeline ... --reward clip:openai/clip-vit-large-patch14`).
 
     clip:PATH_OR_ID            100·cos(image, prompt) under that CLIP model
+    pickscore:PATH_OR_ID       PickScore: logit_scale·cos(image, prompt) (e.g. yuvalkirstain/PickScore_v1)
+    hps:PATH_OR_ID             HPS v2-style: cos(image, prompt) under an HPS CLIP converted to transformers
     head:FILE.safetensors[@C]  a head on CLIP image features (aesthetic MLP); C = a CLIP model, else the last one named
     suppress:CONCEPT[@C]       −CLIP similarity to CONCEPT (steer away from it), same rule for C
     jpeg[:QUALITY]             JPEG compressibility (not differentiable: best_of_n or search)
@@ -11,9 +13,11 @@ from __future__ import annotations
 from ..core import Reward
 from ..errors import RewardsteerError, UnknownNameError
 from ..rewards import Ensemble
-from .rewards import CLIPFeatures, CLIPHead, CLIPScore, JPEGCompressibility, MLPHead, suppress_concept
+from .rewards import CLIPFeatures, CLIPHead, CLIPScore, JPEGCompressibility, MLPHead, hps_score, pickscore, suppress_concept
 
-KINDS = ("clip:PATH_OR_ID", "head:FILE.safetensors[@CLIP]", "suppress:CONCEPT[@CLIP]", "jpeg[:QUALITY]")
+KINDS = ("clip:PATH_OR_ID", "pickscore:PATH_OR_ID", "hps:PATH_OR_ID", "head:FILE.safetensors[@CLIP]",
+         "suppress:CONCEPT[@CLIP]", "jpeg[:QUALITY]")
+SCORES = {"clip": CLIPScore, "pickscore": pickscore, "hps": hps_score}  # prompt-image scores on one CLIP model
 
 
 class SpecParser:
@@ -38,10 +42,10 @@ class SpecParser:
     def reward(self, spec: str) -> Reward:
         """One reward from one spec (grammar in the module docstring)."""
         head, _, tail = spec.partition(":")
-        if head == "clip" and tail:
+        if head in SCORES and tail:
             if not self.prompt:
-                raise RewardsteerError("a clip: reward scores the image against --prompt; pass --prompt")
-            return CLIPScore(self.clip(tail, spec), prompt=self.prompt, name=spec)
+                raise RewardsteerError(f"a {head}: reward scores the image against --prompt; pass --prompt")
+            return SCORES[head](self.clip(tail, spec), prompt=self.prompt, name=spec)
         if head == "jpeg":
             if tail and not tail.isdigit():
                 raise RewardsteerError(f"jpeg quality must be an integer 1..100, got '{tail}'")
