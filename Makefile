@@ -5,7 +5,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.t
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint browser serve bench-batch install dev train evaluate bench bench-overopt bench-molecules bench-amortized clean
+.PHONY: demo test lint browser serve bench-batch install dev train evaluate bench bench-overopt bench-molecules bench-amortized mutation clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -82,6 +82,13 @@ bench-amortized: $(DEV_STAMP)
 # Batch throughput: 200 small jobs, a 2-worker pool against sequential single runs (docs/benchmarks/batch.md).
 bench-batch: $(DEV_STAMP)
 	$(PY) benchmarks/batch.py
+
+# Mutation testing of the core maths with mutmut, one module at a time against the fast tests that cover it (one
+# worker; hours on 2 cores for every module, cached per module in ./mutants). Scores: docs/testing.md. Not part of
+# `make test`, which runs only the quick mode (one function of budget.py) through tests/test_benchmarks_quick.py.
+# MODULES="smc/fk aggregates" limits the run; RETEST=1 re-runs only the mutants that survived last time.
+mutation: $(DEV_STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(RETEST),--retest)
 
 # The web demo on http://127.0.0.1:7860 (rewardsteer serve).
 serve: $(DEV_STAMP)

@@ -9,7 +9,8 @@ from rewardsteer.core import OneStepGenerator, Reward
 from rewardsteer.flow import FlowSampler, OneStepUNet, UnrolledSampler
 from rewardsteer.nets import UNet
 
-torch.set_num_threads(2)
+if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count (e.g. the mutation runs' 1) is kept
+    torch.set_num_threads(2)
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network (read by huggingface_hub at import)
 
 

@@ -20,6 +20,16 @@ def load(name):
     return module
 
 
+def test_mutation_quick(tmp_path, capsys):
+    """`make mutation`'s quick mode: mutmut on the Meter's budget fitting against its property tests (about 40 s),
+    so the mutation setup cannot rot; it exits non-zero below 85% killed."""
+    pytest.importorskip("mutmut", reason="mutation testing needs mutmut (installed by `make dev`)")
+    assert load("mutation").main(["--quick", "--base", str(tmp_path)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    killed, total = map(int, re.match(r"src/rewardsteer/budget.py: (\d+)/(\d+) killed", line).groups())
+    assert total >= 20 and killed / total >= 0.85, line
+
+
 def test_overhead_quick(tmp_path):
     out = tmp_path / "overhead.json"
     load("overhead").main(["--quick", "--out", str(out)])

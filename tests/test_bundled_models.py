@@ -1,7 +1,11 @@
-"""The shipped weights still meet their quality bars (on a small batch, slightly looser than the cards).
+"""The shipped weights still meet their measured quality (on a small batch, a few points below what was measured).
 
-Bars (docs/models.md, 1,000 samples, 20 steps): mnist-flow >= 90% judged as the requested class,
-mnist-onestep >= 80%, mnist-judge >= 99.0% test accuracy. Here: 200 samples, 10 steps, bounds 5 points looser.
+Measured (docs/models.md, 1,000 samples, 20 steps): mnist-flow 100.0% judged as the requested class, mnist-onestep
+99.9%, mnist-judge 99.43% test accuracy. These tests use 200 samples and 10 steps with fixed seeds; on them the
+three generators measured 100.0%, mnist-judge 99.25% and mnist-proxy-0 96.55% on the first 2,000 test images, the
+unconditional priors every judge confident on 97-99% with class shares 6.5%-14% (mixture) and 18.0% vs 94.5%
+all-judges agreement (null class vs mixture). Bars sit 3 points below those numbers (BLAS and platform noise),
+so a regression of a few points fails.
 """
 
 import pytest
@@ -26,19 +30,19 @@ def noise(seed=123):
 def test_flow_ode_samples_are_the_requested_class(judge):
     images = models.flow_sampler(num_steps=10, eta=0.0).sample(noise(), LABELS)
     assert images.shape == (200, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
-    assert class_metrics(judge, images, LABELS)["judge_accuracy"] >= 0.85
+    assert class_metrics(judge, images, LABELS)["judge_accuracy"] >= 0.97
 
 
 @torch.no_grad()
 def test_flow_stochastic_sampler_is_usable(judge):
     images = models.flow_sampler(num_steps=10, eta=1.0).sample(noise(), LABELS, torch.Generator().manual_seed(0))
-    assert class_metrics(judge, images, LABELS)["judge_accuracy"] >= 0.80
+    assert class_metrics(judge, images, LABELS)["judge_accuracy"] >= 0.97
 
 
 @torch.no_grad()
 def test_onestep_samples_are_the_requested_class(judge):
     images = models.onestep()(noise(), LABELS)
-    assert class_metrics(judge, images, LABELS)["judge_accuracy"] >= 0.75
+    assert class_metrics(judge, images, LABELS)["judge_accuracy"] >= 0.97
 
 
 def test_onestep_is_differentiable_in_z():
@@ -55,7 +59,7 @@ def test_judge_and_proxies_accuracy():
     with torch.no_grad():
         assert (models.classifier("mnist-judge")(x).argmax(1) == y).float().mean() >= 0.985
         proxy = (models.classifier("mnist-proxy-0")(x).argmax(1) == y).float().mean()
-    assert 0.80 <= proxy < 0.995  # noisy labels hurt, but the proxy still reads digits
+    assert 0.935 <= proxy < 0.99  # noisy labels cost a little (96.55% measured), the proxy still reads digits
     assert models.classifier("mnist-judge").features(x[:5]).shape == (5, 128)
 
 
@@ -71,9 +75,10 @@ def test_reno_raises_the_proxy_score_on_the_bundled_model():
     assert result.spent["nfe"] == 4 * 11 and result.spent["backward"] == 4 * 10
 
 
-def _prior_bars(images, share=(0.04, 0.16), confident=0.9):
+def _prior_bars(images, share=(0.05, 0.155), confident=0.95):
     """Cheaper version of the unconditional-prior bars (docs/models.md: 1,000 samples, every judge confident
-    on >= 95%, classes 7-13%): 200 samples, 90% confident, class shares 4-16% (sd of a 10% share is 2.1%)."""
+    on >= 95%, classes 7-13%): 200 samples, 95% confident (97-99% measured), class shares 5-15.5% (6.5-14%
+    measured; the sd of a 10% share is 2.1%)."""
     from rewardsteer.evaluation import prior_metrics
 
     m = prior_metrics({n: models.classifier(n) for n in models.HELDOUT_JUDGES}, images)
@@ -104,7 +109,7 @@ def test_null_class_is_the_weak_prior_the_mixture_replaces():
     z = noise()
     null = prior_metrics(judges, models.onestep(prior="null")(z, None))["all_judges_confident_and_agree"]
     mixture = prior_metrics(judges, models.onestep()(z, None))["all_judges_confident_and_agree"]
-    assert mixture >= null + 0.15, (null, mixture)
+    assert mixture >= 0.92 and null <= 0.3, (null, mixture)  # measured 94.5% vs 18.0%
 
 
 def test_mixture_prior_is_differentiable_and_uniform_over_classes():

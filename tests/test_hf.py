@@ -36,6 +36,7 @@ from rewardsteer.hf import (  # noqa: E402
     load_pipeline,
     suppress_concept,
 )
+from rewardsteer.hf.rewards import clip_preprocess  # noqa: E402
 
 PROMPT = "a red cat"
 
@@ -254,7 +255,7 @@ def test_checkpointing_and_sliced_decode_change_nothing_but_memory(pipe_dir):
 def test_clip_score_is_differentiable_and_caches_the_prompt(features, clip_reward):
     x = torch.rand(2, 3, 24, 20, requires_grad=True)  # any size: resized and centre-cropped in torch
     s = clip_reward(x)
-    assert s.shape == (2,) and float(s.abs().max()) <= 100
+    assert s.shape == (2,)  # its values: test_clip_preprocessing_and_scores_match_transformers
     s.sum().backward()
     assert x.grad.abs().sum() > 0
     assert len(features._text_cache) == 1
@@ -266,6 +267,52 @@ def test_clip_score_is_differentiable_and_caches_the_prompt(features, clip_rewar
     x2 = x.detach().clone().requires_grad_(True)
     CLIPScore(ckpt, prompt=PROMPT)(x2).sum().backward()  # checkpointed image tower: same gradient
     torch.testing.assert_close(x2.grad, x.grad)
+
+
+def pil_processor(size):
+    try:
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x: the PIL path is the default processor
+        from transformers import CLIPImageProcessor as Processor
+    return Processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+@pytest.mark.parametrize("h, w", [(40, 30), (16, 16), (48, 32), (30, 45)])
+def test_clip_preprocessing_and_scores_match_transformers(features, h, w):
+    """clip_preprocess against transformers' CLIPImageProcessor on PIL images (OpenAI mean and std, shortest side to
+    16 bicubic, centre crop), and CLIPScore against CLIPModel's own logits. PIL rounds resized pixels to uint8 and
+    its bicubic kernel differs slightly from torch's antialiased one: ≤ 0.07 per normalized pixel measured here
+    (mean ≤ 0.005); swapping mean and std, or a one-pixel-larger resize, moves pixels by 0.9 or more."""
+    from PIL import Image
+
+    proc = pil_processor(16)
+    assert features.size == 16 and features.mean == tuple(proc.image_mean) and features.std == tuple(proc.image_std)
+    pixels = torch.randint(0, 256, (3, 3, h, w), generator=torch.Generator().manual_seed(h * w), dtype=torch.uint8)
+    images = pixels.float() / 255
+    ref = proc([Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels], return_tensors="pt")["pixel_values"]
+    ours = clip_preprocess(images, features.size, features.mean, features.std)
+    assert ours.shape == ref.shape == (3, 3, 16, 16)
+    assert (ours - ref).abs().max() < 0.1 and (ours - ref).abs().mean() < 0.01, (ours - ref).abs().max()
+    model, tok = features.model, features.tokenizer
+    texts = tok([PROMPT, "a dog"], padding="max_length", truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(pixel_values=ours, **texts).logits_per_image  # (3 images, 2 texts): scale·cos
+    cos = logits / model.logit_scale.exp()
+    torch.testing.assert_close(CLIPScore(features, prompt=PROMPT)(images), 100 * cos[:, 0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(CLIPScore(features, scale=1.0)(images, "a dog"), cos[:, 1], atol=1e-6, rtol=1e-4)
+    with torch.no_grad():
+        on_ref = model(pixel_values=ref, **texts).logits_per_image / model.logit_scale.exp()
+    assert (on_ref - cos).abs().max() < 0.02  # the processor's own pixels give nearly the same cosines
+
+
+def test_clip_preprocessing_long_side_is_truncated_like_transformers(features):
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (2, 3, 30, 50), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    ref = pil_processor(16)([Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels],
+                            return_tensors="pt")["pixel_values"]
+    ours = clip_preprocess(pixels.float() / 255, 16, features.mean, features.std)
+    assert (ours - ref).abs().max() < 0.1
 
 
 def test_aesthetic_head_from_safetensors(features, tmp_path):
@@ -404,15 +451,18 @@ def test_gpu_benchmark_smoke_mode(tmp_path):
 
 @pytest.mark.parametrize("name", ["fk_steering", "das"])
 def test_particle_method_on_a_diffusers_sampler(pipe_dir, clip_reward, name):
-    """FK steering / DAS (rewardsteer.smc, wired into METHODS separately) on the DDPM sampler, end to end: more
-    particles pick a better CLIP score than one particle per slot, at the NFE the method says it spends."""
+    """FK steering / DAS on the DDPM sampler, end to end, at the NFE the method says it spends; with pick="best"
+    each slot returns the highest CLIP score among its K final particles (deterministic, unlike "more particles
+    beat one", which holds only on average)."""
     from rewardsteer.methods import METHODS
 
-    if name not in METHODS:
-        pytest.skip(f"'{name}' is not in rewardsteer.methods.METHODS yet")
     pipe = load_pipeline(pipe_dir)
     pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     sampler = diffusers_sampler(pipe, PROMPT, guidance_scale=1.0, steps=4, eta=1.0)
-    one, many = (METHODS[name](sampler, clip_reward, n=3, particles=k, seed=0, progress=False) for k in (1, 4))
+    final = {}
+    many = METHODS[name](sampler, clip_reward, n=3, particles=4, pick="best", seed=0, progress=False,
+                         callback=lambda s: final.update(s) if s["final"] else None)
     assert many.samples.shape == (3, 3, 16, 16) and many.spent["nfe"] == 3 * 4 * sampler.num_steps
-    assert float(many.scores.mean()) > float(one.scores.mean())
+    assert final["scores"].shape == (3, 4)
+    torch.testing.assert_close(many.scores, final["scores"].max(1).values.float())
+    torch.testing.assert_close(clip_reward(many.samples), many.scores, atol=1e-4, rtol=1e-4)

@@ -23,6 +23,22 @@ def test_pickle_weights_are_refused(tmp_path):
         hub.load_safetensors(raw)
 
 
+@pytest.mark.parametrize("first_bytes", [b"\x80", b"PK"])
+def test_safetensors_whose_header_length_looks_like_a_pickle_still_load(tmp_path, first_bytes):
+    """The header length (first 8 bytes, little-endian) can start with 0x80 or "PK"; such files are valid
+    (the property test of Result round trips once drew one and was refused as a pickle)."""
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path))
+    base = int.from_bytes(path.read_bytes()[:8], "little") - 1  # header length without the name, ± padding
+    target = int.from_bytes(first_bytes, "little") + (256 if first_bytes == b"\x80" else 0)
+    for width in range(target - base - 8, target - base + 8):
+        save_file({"w" * width: torch.zeros(1)}, str(path))
+        if path.read_bytes()[:len(first_bytes)] == first_bytes:
+            break
+    assert path.read_bytes()[:len(first_bytes)] == first_bytes
+    assert set(hub.load_safetensors(path)) == {"w" * width}
+
+
 def test_truncated_or_missing_weights_name_the_file(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"w": torch.randn(100)}, str(path))

@@ -41,7 +41,12 @@ def test_same_seed_same_output_and_improves(name, tiny_onestep, brightness):
     c = run(name, tiny_onestep, brightness, seed=6)
     assert torch.equal(a.samples, b.samples) and torch.equal(a.noises, b.noises)
     assert not torch.equal(a.samples, c.samples)
-    assert a.scores.mean() >= a.initial_scores.mean()
+    if name in ("best_of_n", "random_search"):  # the best n of every candidate scored, by definition
+        seen = []
+        run(name, tiny_onestep, brightness, seed=5, callback=lambda s: seen.append(s["scores"]))
+        assert torch.equal(a.scores, torch.cat(seen).topk(len(a.scores)).values)
+    else:  # search moves: an improvement over the start (0.006 or more on each of 8 seeds tried), not a tie
+        assert a.scores.mean() > a.initial_scores.mean() + 1e-3
     # the stored samples really are the generator's output for the stored noises, with the stored scores
     regenerated = tiny_onestep(a.noises, 3)
     assert torch.allclose(regenerated, a.samples, atol=1e-5)
@@ -129,7 +134,8 @@ class Flaky(FunctionReward):
 def test_nan_scores_are_skipped_and_best_survives(tiny_onestep):
     result = rs.reno(tiny_onestep, Flaky(nan_from=3), cond=4, n=2, iters=8, progress=False)
     assert torch.isfinite(result.scores).all() and torch.isfinite(result.samples).all()
-    assert result.spent["skipped"] >= 6  # sample 0 skipped on every step from the third evaluation on
+    # sample 0 is skipped at every evaluation from the third on: evaluations 3..9 of iters + 1 = 9
+    assert result.spent["skipped"] == 7 and [row["skipped"] for row in result.trace] == [0, 0] + [1] * 7
     first_two = [row["score"] for row in result.trace[:2]]
     assert not any(math.isnan(v) for v in first_two)
 

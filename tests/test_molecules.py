@@ -114,3 +114,34 @@ def test_steering_a_molecule_sampler_end_to_end(vocab, tmp_path):
     rows = list(csv.DictReader(paths["table"].open()))
     assert [r["set"] for r in rows] == ["steered"] * 2 + ["unsteered"] * 2
     assert paths["grid"].stat().st_size > 0 and (tmp_path / "run" / "result.json").is_file()
+
+
+def test_reward_names_decoder_memo_validity_and_monitors(vocab):
+    from rewardsteer.aggregates import Transform
+    from rewardsteer.errors import UnknownNameError
+    from rewardsteer.molecules.rewards import MoleculeDecoder, OracleReward, Validity, gold_monitors
+
+    ids = vocab.encode(MOLECULES[:3])
+    decoder = MoleculeDecoder(vocab, size=2)
+    assert all(m is not None for m in decoder(ids))
+    assert len(decoder.memo) == 2 and tuple(ids[0].tolist()) not in decoder.memo  # oldest entry evicted
+    assert decoder(ids[2:])[0] is decoder.memo[tuple(ids[2].tolist())]  # memoized: the same molecule object
+    empty = torch.full((1, vocab.length), vocab.pad_id)
+    both = torch.cat([ids[:1], empty])
+    assert Validity(vocab)(both).tolist() == [1.0, 0.0] and Validity(vocab).name == "valid"
+    qed = OracleReward("qed", vocab)
+    assert not qed.differentiable and qed.name == "qed" and qed.invalid_score == 0.0
+    assert qed(both)[1] == 0.0 and qed.invalid == 1 and qed(both).dtype == torch.float32
+    assert qed(both).tolist()[0] == pytest.approx(score_smiles("qed", MOLECULES[:1])[0], abs=1e-6)
+    with pytest.raises(UnknownNameError):
+        OracleReward("tanimoto", vocab)
+    with pytest.raises(UnknownNameError):
+        score_smiles("tanimoto", MOLECULES[:1])
+    assert score_smiles("qed", ["not a molecule"]) == [0.0] and score_smiles("qed_sa_mw", ["C1CC"]) == [-8.5]
+    multi = reward("qed_sa_mw", vocab)
+    assert multi.name == "qed_sa_mw" and multi.weights == {"qed": 1.0, "sa_ok": 1.0, "mw_ok": 1.0}
+    decoders = {id(r.decoder) for r in multi.members.values()}
+    assert len(decoders) == 1  # one shared memo for the three oracles
+    monitors = gold_monitors(vocab)
+    assert list(monitors) == ["valid", "qed", "neg_sa", "logp"] and len({id(r.decoder) for r in monitors.values()}) == 1
+    assert isinstance(multi.transform, Transform) and reward("neg_sa", vocab).name == "neg_sa"

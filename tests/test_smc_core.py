@@ -93,3 +93,59 @@ def test_bad_knobs_are_named(bad, match):
     for alpha in (0.0, -1.0, float("inf")):
         with pytest.raises(RewardsteerError, match="alpha"):
             check_alpha(alpha)
+
+
+def test_resampling_is_pinned_to_its_generator():
+    """Fixed values (a CPU regression), the same draws whatever the global RNG, and low-precision weights whose CDF
+    ends below 1 still give valid ancestors (the last index, never K)."""
+    logw = W.log().expand(2, 5)
+    pinned = {"multinomial": [[4, 3, 2, 4, 3], [3, 1, 1, 2, 1]], "systematic": [[1, 1, 2, 3, 4], [1, 1, 2, 3, 4]],
+              "stratified": [[1, 1, 2, 3, 4], [1, 1, 2, 3, 3]]}
+    for scheme, expected in pinned.items():
+        torch.manual_seed(123)
+        a = resample(logw, 5, scheme, torch.Generator().manual_seed(0))
+        torch.manual_seed(456)
+        assert a.tolist() == expected == resample(logw, 5, scheme, torch.Generator().manual_seed(0)).tolist(), scheme
+    low = torch.randn(2000, 7, generator=torch.Generator().manual_seed(0)).half()
+    for scheme in SCHEMES:
+        idx = resample(low, 7, scheme, torch.Generator().manual_seed(1))
+        assert idx.min() >= 0 and idx.max() == 6, scheme
+
+
+def test_systematic_keeps_exactly_one_copy_where_stratified_may_not():
+    """W = (1/6, 1/3, 1/2), K = 3: the middle particle's interval [1/6, 1/2) holds exactly one systematic point
+    ((u)/3 and (1 + u)/3: one of them) but zero, one or two stratified ones."""
+    logw = torch.tensor([1 / 6, 1 / 3, 1 / 2], dtype=torch.float64).log().expand(1000, 3)
+    copies = {s: (resample(logw, 3, s, torch.Generator().manual_seed(0)) == 1).sum(1) for s in SCHEMES}
+    assert (copies["systematic"] == 1).all()
+    assert (copies["stratified"] != 1).any() and (copies["multinomial"] != 1).any()
+    w = Weights(1000, 3, "cpu")
+    w.add(logw.clone(), torch.zeros(1000, 3, dtype=torch.bool))
+    idx, _ = w.maybe_resample(1.0, "systematic", torch.Generator().manual_seed(0))
+    assert ((idx == 1).sum(1) == 1).all()
+
+
+def test_weights_shapes_thresholds_and_reproducibility():
+    w = Weights(3, 4, "cpu")
+    assert w.logw.shape == (3, 4) and w.log_z.shape == (3,) and w.log_z.dtype == w.logw.dtype == torch.float64
+    assert torch.equal(w.ess(), torch.full((3,), 4.0, dtype=torch.float64))
+    assert w.maybe_resample(1.0, "systematic", torch.Generator())[0] is None  # ESS = K is not below 1.0·K
+    w.add(torch.tensor([[0.0, -1.0, -2.0, -3.0]] * 3), torch.zeros(3, 4, dtype=torch.bool))
+    assert w.logw.dtype == torch.float64
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        again = Weights(3, 4, "cpu")
+        again.add(w.logw.clone(), torch.zeros(3, 4, dtype=torch.bool))
+        runs.append(again.maybe_resample(1.0, "multinomial", torch.Generator().manual_seed(7))[0])
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_knob_edges_are_accepted():
+    check_smc(1, 1.0, "multinomial")  # one particle, always resampling
+    check_smc(3)  # the defaults: threshold 0.5, systematic
+    check_smc(2, 1e-6, "stratified")
+    for alpha in (0.5, 1, 1e-3):
+        check_alpha(alpha)
+    with pytest.raises(RewardsteerError, match="particles"):
+        check_smc(2.0)

@@ -72,10 +72,14 @@ def test_budget_stops_between_steps_without_overspending(sampler):
 def test_svdd_scores_all_candidates_in_one_batch_and_beats_plain_samples(sampler):
     sizes = []
     reward = rs.FunctionReward(lambda x, c: sizes.append(x.shape[0]) or x.mean((1, 2, 3)), "bright")
-    result = rs.svdd(sampler, reward, cond=1, n=N, particles=8, progress=False)
+    rs.svdd(sampler, reward, cond=1, n=N, particles=8, progress=False)
     assert sizes == [N * 8] * (STEPS - 1) + [N]  # one reward call per step over all B·M candidates
-    plain = rs.trajectory_best_of_n(sampler, Brightness(), cond=1, n=N * 8, particles=1, progress=False)
-    assert result.scores.mean() > plain.scores.mean()
+    # SVDD beats plain samples at every one of 6 seeds: a one-sided sign test, p = 1/64 if it did not help
+    # (measured on 10 seeds: SVDD ahead by 0.011-0.025 every time, plain samples' spread 0.008-0.012)
+    for seed in range(6):
+        ours = rs.svdd(sampler, Brightness(), cond=1, n=N, particles=8, seed=seed, progress=False)
+        plain = rs.trajectory_best_of_n(sampler, Brightness(), cond=1, n=N * 8, particles=1, seed=seed, progress=False)
+        assert ours.scores.mean() > plain.scores.mean(), seed
     soft = rs.svdd(sampler, Brightness(), cond=1, n=N, particles=8, alpha=0.01, progress=False)
     assert soft.config["alpha"] == 0.01 and torch.isfinite(soft.scores).all()
 

@@ -31,8 +31,10 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weight file not found: {path}")
     with path.open("rb") as f:
-        head = f.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = f.read(9)
+    # a safetensors file is an 8-byte header length then its JSON header ("{"); that length's first byte may well
+    # be 0x80 or "PK", so only a file without the JSON brace is taken for a pickle (0x80) or a zip (torch.save)
+    if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise WeightsError(f"{path} is a pickle / torch.save file; rewardsteer loads only safetensors "
                            "(convert it with safetensors.torch.save_file(state_dict, 'model.safetensors'))")
     try:

@@ -31,7 +31,7 @@ def clip_preprocess(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     normalize. (B, 3, H, W) in [0, 1] -> (B, 3, size, size)."""
     h, w = images.shape[-2:]
     scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    nh, nw = max(size, int(h * scale)), max(size, int(w * scale))  # truncated, as CLIPImageProcessor does
     x = F.interpolate(images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[..., top:top + size, left:left + size]

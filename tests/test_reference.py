@@ -1,0 +1,681 @@
+"""Reference checks: each method's maths against the paper's closed form, step by step, with tolerances that
+separate the right formula from its plausible neighbours (d from d − 1, v/α from v·α, max from current)."""
+
+import math
+
+import pytest
+import torch
+
+import rewardsteer as rs
+from rewardsteer.core import FunctionReward
+from rewardsteer.methods.common import BestPerSlot, finite_or_neg_inf, trace_entry
+from rewardsteer.methods.reno import clip_per_sample, prior_nll
+from rewardsteer.methods.search import sphere_neighbours
+from rewardsteer.smc.das import DASKernel
+from rewardsteer.smc.driver import log_p_over_q, pick_per_slot
+from rewardsteer.smc.fk import FKKernel
+from rewardsteer.toy import GaussianMixtureFlow, linear_reward
+from tests.conftest import Identity
+
+TOY = dict(weights=[0.7, 0.3], means=[-1.5, 1.5], stds=[0.5, 0.5])
+
+
+# ---- ReNO's chi prior (Eyring et al. 2024, eq. 5) -------------------------------------------------------
+
+@pytest.mark.parametrize("d", [2, 5, 64, 784])
+def test_chi_prior_value_and_gradient_are_the_closed_form(d):
+    """½‖z‖² − (d − 1)·log‖z‖ and its gradient z − (d − 1)·z/‖z‖², in float64 against float32; the same formula
+    with d in place of d − 1 misses by ≥ 50 times the tolerance (value: log‖z‖, gradient: z/‖z‖²)."""
+    g = torch.Generator().manual_seed(d)
+    z = (torch.randn(6, d, generator=g) * torch.linspace(0.3, 2.0, 6)[:, None]).requires_grad_(True)
+    nll = prior_nll(z)
+    (grad,) = torch.autograd.grad(nll.sum(), z)
+    zd = z.detach().double()
+    norm = zd.norm(dim=1, keepdim=True)
+    value = 0.5 * norm[:, 0] ** 2 - (d - 1) * norm[:, 0].log()
+    expected = zd - (d - 1) * zd / norm**2
+    tol_v, tol_g = 1e-5 * (1 + value.abs()), 2e-6 * (1 + expected.abs())
+    assert ((nll.double() - value).abs() <= tol_v).all() and ((grad.double() - expected).abs() <= tol_g).all()
+    wrong_v = 0.5 * norm[:, 0] ** 2 - d * norm[:, 0].log()  # d instead of d − 1
+    wrong_g = zd - d * zd / norm**2
+    assert ((nll.double() - wrong_v).abs() > 50 * tol_v).all()
+    assert ((grad.double() - wrong_g).abs().amax(1) > 50 * tol_g.amax(1)).all()
+    assert nll.dtype == torch.float32 and prior_nll(z.detach().half()).dtype == torch.float32
+    assert prior_nll(z.detach().view(6, 1, d)).shape == (6,)  # per sample, whatever the noise shape
+
+
+def test_reno_first_step_is_plain_gradient_ascent_on_reward_minus_prior():
+    """momentum 0, no clipping: z₁ = z₀ + lr·(∇r − λ·(z₀ − (d − 1)·z₀/‖z₀‖²)) for r(z) = a·z."""
+    d, lr, reg = 16, 0.3, 0.5
+    a = torch.linspace(-1, 1, d)
+    reward = FunctionReward(lambda z, c: z @ a, "linear")
+    z0 = torch.randn(3, d, generator=torch.Generator().manual_seed(0))
+    seen = []
+    rs.reno(Identity(d), reward, noise=z0, iters=1, lr=lr, reg=reg, momentum=0.0, grad_clip=None, progress=False,
+            callback=lambda s: seen.append(s["z"].detach().clone()))
+    norm2 = z0.double().pow(2).sum(1, keepdim=True)
+    expected = z0.double() + lr * (a.double() - reg * (z0.double() - (d - 1) * z0.double() / norm2))
+    torch.testing.assert_close(seen[0].double(), expected, atol=1e-5, rtol=0)
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # the last evaluation takes no step
+
+
+def test_per_sample_clipping_caps_each_norm_and_keeps_directions():
+    grad = torch.stack([torch.full((2, 3), 1.0), torch.full((2, 3), 1e-3), torch.zeros(2, 3)])
+    out = clip_per_sample(grad, 0.5)
+    norms = out.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.tensor([0.5, 1e-3 * math.sqrt(6), 0.0]))
+    torch.testing.assert_close(out[1], grad[1])  # below the cap: unchanged
+
+
+def test_reno_keeps_the_best_iterate_per_sample_not_the_last():
+    """A reward that peaks at the second evaluation then falls: the result is the second iterate's sample."""
+    calls = []
+
+    def peaked(z, c):
+        calls.append(z.detach().clone())
+        return -(len(calls) - 2) ** 2 + 0.0 * z.sum(1)
+
+    result = rs.reno(Identity(4), FunctionReward(peaked, "peaked"), n=2, iters=4, progress=False)
+    assert len(calls) == 5
+    torch.testing.assert_close(result.samples, calls[1])
+    assert torch.equal(result.scores, torch.zeros(2)) and torch.equal(result.initial_scores, torch.full((2,), -1.0))
+
+
+# ---- zero-order search (Ma et al. 2025, §3.1) -------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, cosine", [((5,), 0.95), ((1, 4, 4), 0.5), ((2, 3), -0.3)])
+def test_sphere_neighbours_sit_at_the_cosine_with_the_pivots_norm(shape, cosine):
+    g = torch.Generator().manual_seed(0)
+    pivot = torch.randn(3, *shape, generator=g) * torch.tensor([0.5, 1.0, 3.0]).view(3, *[1] * len(shape))
+    out = sphere_neighbours(pivot, 7, cosine, g)
+    assert out.shape == (3, 7, *shape) and out.dtype == pivot.dtype
+    p, q = pivot.flatten(1).double(), out.flatten(2).double()
+    cos = torch.nn.functional.cosine_similarity(q, p[:, None], dim=-1)
+    torch.testing.assert_close(cos, torch.full_like(cos, cosine), atol=1e-5, rtol=0)
+    torch.testing.assert_close(q.norm(dim=-1), p.norm(dim=1, keepdim=True).expand(3, 7), atol=1e-5, rtol=1e-6)
+    # the k neighbours differ (independent directions on the circle of that cosine)
+    assert torch.cdist(q[0], q[0]).triu(1)[torch.triu(torch.ones(7, 7, dtype=torch.bool), 1)].min() > 1e-3
+
+
+def test_zero_order_search_moves_to_the_best_neighbour_only_when_it_improves():
+    d = 6
+    a = torch.linspace(-1, 1, d)
+    reward = FunctionReward(lambda z, c: -(z - 3 * a).pow(2).sum(1), "bowl")
+    pivots = []
+    result = rs.zero_order_search(Identity(d), reward, n=2, iters=6, neighbours=3, cosine=0.9, seed=1,
+                                  progress=False, callback=lambda s: pivots.append(s["pivots"].clone()))
+    start = result.initial_samples  # Identity: the samples are the noises
+    chain = [start, *pivots]
+    moved = 0
+    for before, after in zip(chain, chain[1:]):
+        cos = torch.nn.functional.cosine_similarity(before, after, dim=1)
+        same = (before == after).all(1)
+        assert (same | ((cos - 0.9).abs() < 1e-5)).all()  # either stayed or moved to a neighbour at cosine 0.9
+        assert (same | ((before.norm(dim=1) - after.norm(dim=1)).abs() < 1e-4)).all()
+        assert (reward(after) >= reward(before)).all()  # only moves that improve
+        moved += int((~same).sum())
+    assert moved > 0
+    torch.testing.assert_close(result.samples, pivots[-1])
+    torch.testing.assert_close(result.scores, reward(pivots[-1]))
+
+
+# ---- FK steering (Singhal et al. 2025, §3.2) ----------------------------------------------------------------
+
+POTENTIAL = {  # log G_i / λ from the rewards r_s (s ≤ i) of one particle's path, steps counted from the noise
+    "current": lambda rs_: rs_[-1],
+    "diff": lambda rs_: rs_[-1] - (rs_[-2] if len(rs_) > 1 else torch.zeros_like(rs_[-1])),
+    "max": lambda rs_: torch.stack(rs_).max(0).values,
+    "sum": lambda rs_: torch.stack(rs_).sum(0),
+}
+
+
+@pytest.mark.parametrize("potential", list(POTENTIAL))
+def test_fk_incremental_weights_are_the_papers_potentials_step_by_step(potential):
+    """No resampling (ESS threshold below 1/K): the log-weights after scored step i grow by exactly λ·log G_i of the
+    paper's formula, and the final step adds λ·r(x_T) − Σ_i λ·log G_i. The four potentials differ on this run by
+    far more than the 1e-9 tolerance (checked below), so a potential swapped for another fails."""
+    lam = 2.0
+    toy = GaussianMixtureFlow(**TOY, num_steps=9)
+    states = []
+    rs.fk_steering(toy, linear_reward([1.0]), n=2, particles=3, lam=lam, potential=potential, interval=3,
+                   window=(1, 9), ess_threshold=0.01, seed=4, progress=False,
+                   callback=lambda s: states.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()
+                                                     if k != "meter"}))
+    steps = [s["iteration"] for s in states]
+    assert steps == [1, 4, 7, 9]  # scored where (i − first) % interval == 0 inside the window, then the end
+    rewards, before = [], torch.zeros(2, 3, dtype=torch.float64)
+    for s in states[:-1]:
+        rewards.append(s["scores"])
+        inc = s["log_weights"] - before
+        torch.testing.assert_close(inc, lam * POTENTIAL[potential](rewards), atol=1e-9, rtol=0)
+        others = [p for p in POTENTIAL if p != potential and not (len(rewards) == 1 and {p, potential} <= {
+            "current", "diff", "max", "sum"})]
+        for other in others:
+            assert (inc - lam * POTENTIAL[other](rewards)).abs().max() > 1e-3, other
+        before = s["log_weights"]
+    final = states[-1]
+    total = sum(lam * POTENTIAL[potential](rewards[: j + 1]) for j in range(len(rewards)))
+    torch.testing.assert_close(final["log_weights"] - before, lam * final["scores"] - total, atol=1e-9, rtol=0)
+    torch.testing.assert_close(final["log_weights"], lam * final["scores"], atol=1e-9, rtol=0)
+
+
+def test_fk_kernel_potentials_on_a_hand_worked_path():
+    r1, r2, r3 = (torch.tensor([[v]], dtype=torch.float64) for v in (1.0, 3.0, 2.0))
+    expected = {"current": [1, 3, 2], "diff": [1, 2, -1], "max": [1, 3, 3], "sum": [1, 4, 6]}
+    for potential, incs in expected.items():
+        kernel, carry, phi = FKKernel(0.5, potential, 1, (0, 3)), {}, torch.zeros(1, 1, dtype=torch.float64)
+        for i, (r, inc) in enumerate(zip((r1, r2, r3), incs)):
+            new = kernel.twist(i, r, phi, carry)
+            assert float(new - phi) == pytest.approx(0.5 * inc), (potential, i)
+            phi = new
+    kernel = FKKernel(1.5, "max", 2, (1, 5))
+    assert [i for i in range(8) if kernel.scored(i)] == [1, 3] and kernel.beta == 1.5
+
+
+# ---- DAS (Kim et al. 2025) ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gamma", [0.008, 0.3])
+def test_das_tempering_schedule(gamma):
+    kernel = DASKernel(alpha=0.25, gamma=gamma, steps=20)
+    for i in range(20):
+        assert kernel.lam(i) == pytest.approx(min((1 + gamma) ** i - 1, 1.0), abs=1e-15)
+    assert kernel.lam(0) == 0.0 and kernel.lam(20) == 1.0 and kernel.lam(25) == 1.0  # λ_T = 1 completes the tilt
+    assert kernel.beta == 4.0 and kernel.scored(3)
+    r = torch.tensor([[2.0, -1.0]])
+    torch.testing.assert_close(kernel.twist(5, r, None, {}), kernel.lam(5) * r / 0.25)  # (A) log φ_i = λ_i·r_i/α
+    assert kernel.guidance(5) == pytest.approx(kernel.lam(6) / 0.25)  # (B) toward the next target
+
+
+def test_das_weights_follow_the_schedule_when_the_reward_is_flat():
+    """A constant reward c has no gradient, so p/q = 1 and the weight increments are (λ_i − λ_{i−1})·c/α, summing
+    to c/α at the end."""
+    c, alpha, gamma, steps = 0.7, 0.5, 0.3, 6
+    toy = GaussianMixtureFlow(**TOY, num_steps=steps)
+    reward = FunctionReward(lambda x, cond=None: 0.0 * x[:, 0] + c, "flat")
+    logws = []
+    rs.das(toy, reward, n=1, particles=2, alpha=alpha, gamma=gamma, ess_threshold=0.01, progress=False,
+           callback=lambda s: logws.append(s["log_weights"].clone()))
+    lam = [min((1 + gamma) ** i - 1, 1.0) for i in range(steps)] + [1.0]
+    incs = torch.stack([b - a for a, b in zip([torch.zeros(1, 2, dtype=torch.float64)] + logws, logws)])
+    expected = torch.tensor([lam[i] - (lam[i - 1] if i else 0.0) for i in range(steps + 1)], dtype=torch.float64)
+    torch.testing.assert_close(incs[:, 0, 0], expected * c / alpha, atol=1e-12, rtol=0)
+    torch.testing.assert_close(logws[-1], torch.full((1, 2), c / alpha, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_log_p_over_q_is_the_gaussian_density_ratio():
+    g = torch.Generator().manual_seed(0)
+    eps, h = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    std = torch.tensor([0.3, 0.7, 1.2], dtype=torch.float64)
+    m = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    x = m + std**2 * h + std * eps
+    p, q = torch.distributions.Normal(m, std), torch.distributions.Normal(m + std**2 * h, std)
+    torch.testing.assert_close(log_p_over_q(eps, std, h), (p.log_prob(x) - q.log_prob(x)).sum(1))
+    assert torch.equal(log_p_over_q(eps, torch.zeros(3, dtype=torch.float64), h), torch.zeros(4, dtype=torch.float64))
+
+
+# ---- SVDD (Li et al. 2024) -------------------------------------------------------------------------------------
+
+def test_svdd_selects_candidates_with_softmax_of_v_over_alpha():
+    """Over 3000 chains with M = 3 candidates, the number of chains that keep their best candidate is compared
+    with its expectation under softmax(v/α), Σ_chains p_best, by a z-test at 4.5 standard deviations.
+    softmax(v·α) and the plain argmax are more than 20 s.d. off on this run (checked below)."""
+    alpha, b, m = 0.5, 3000, 3
+    toy = GaussianMixtureFlow(**TOY, num_steps=2)
+    seen = []
+    rs.svdd(toy, linear_reward([1.0]), n=b, particles=m, alpha=alpha, seed=0, progress=False,
+            callback=lambda s: seen.append((s["scores"].clone(), s["selected"].clone())))
+    v, idx = seen[0]
+    best = v.argmax(1)
+    kept_best = float((idx == best).sum())
+
+    def z_score(p):
+        p_best = p[torch.arange(b), best].clamp(1e-6, 1 - 1e-6)
+        return (kept_best - p_best.sum()) / (p_best * (1 - p_best)).sum().sqrt()
+
+    assert abs(z_score(torch.softmax(v / alpha, 1))) < 4.5
+    assert abs(z_score(torch.softmax(v * alpha, 1))) > 20
+    assert abs(z_score(torch.nn.functional.one_hot(best, m).double())) > 20
+
+
+def test_svdd_without_alpha_keeps_the_argmax_and_its_x0():
+    toy = GaussianMixtureFlow(**TOY, num_steps=3)
+    seen = []
+    result = rs.svdd(toy, linear_reward([1.0]), n=5, particles=4, seed=2, progress=False,
+                     callback=lambda s: seen.append({k: s[k].clone() for k in ("scores", "selected", "x0_pred")}))
+    assert len(seen) == 2  # steps 0 and 1 are stochastic; the last one (std 0) lands on the kept x̂0
+    for s in seen:
+        assert torch.equal(s["selected"], s["scores"].argmax(1))
+    last = seen[-1]
+    torch.testing.assert_close(result.samples, toy.decode(last["x0_pred"][torch.arange(5), last["selected"]]))
+    torch.testing.assert_close(result.scores, linear_reward([1.0])(result.samples).float())
+
+
+def test_pick_per_slot_best_ignores_nan_and_sample_follows_the_weights():
+    r = torch.tensor([[0.1, float("nan"), 0.3], [2.0, 1.0, float("-inf")]], dtype=torch.float64)
+    assert pick_per_slot(r, None, "sample", torch.Generator()).tolist() == [2, 0]  # no weights: the best
+    logw = torch.tensor([[-math.inf, 0.0, -math.inf], [-math.inf, -math.inf, 0.0]], dtype=torch.float64)
+    assert pick_per_slot(r, logw, "sample", torch.Generator().manual_seed(0)).tolist() == [1, 2]
+    assert pick_per_slot(r, logw, "best", torch.Generator()).tolist() == [2, 0]
+
+
+# ---- classifier rewards and shared scaffolding -------------------------------------------------------------------
+
+def test_classifier_rewards_are_log_probabilities():
+    from rewardsteer.nets import Classifier
+    from rewardsteer.rewards import ClassifierReward
+
+    torch.manual_seed(0)
+    net = Classifier(width=8, feature_dim=16).eval().requires_grad_(False)
+    x = torch.rand(5, 1, 28, 28)
+    per_class = torch.stack([ClassifierReward(net, "c", target=t)(x) for t in range(10)], 1)  # (B, 10)
+    assert (per_class <= 0).all()
+    torch.testing.assert_close(per_class.exp().sum(1), torch.ones(5))  # Σ_c p(c | x) = 1
+    torch.testing.assert_close(per_class, torch.log_softmax(net(x), 1))
+    by_cond = ClassifierReward(net, "c")(x, torch.arange(5))  # target from a per-sample condition
+    torch.testing.assert_close(by_cond, per_class[torch.arange(5), torch.arange(5)])
+    scores, hits = ClassifierReward(net, "c", target=3).score_and_hits(x)
+    torch.testing.assert_close(scores, per_class[:, 3])
+    assert torch.equal(hits, per_class.argmax(1) == 3)
+
+
+def test_best_per_slot_replaces_only_strict_improvements_and_never_with_nan():
+    best = BestPerSlot()
+    x = torch.arange(3.0)[:, None]
+    first = best.update(torch.tensor([1.0, float("nan"), 0.0]), x, x, {"m": torch.tensor([1.0, 2.0, 3.0])},
+                        {"h": torch.tensor([5.0, 6.0, 7.0])})
+    assert first.all() and best.scores[1] == -math.inf
+    better = best.update(torch.tensor([1.0, 0.5, float("nan")]), x + 10, x + 20, {"m": torch.zeros(3)},
+                         {"h": torch.zeros(3)})
+    assert better.tolist() == [False, True, False]  # a tie keeps the old best; NaN never replaces
+    assert best.scores.tolist() == [1.0, 0.5, 0.0] and best.samples[:, 0].tolist() == [0.0, 11.0, 2.0]
+    assert best.noises[:, 0].tolist() == [0.0, 21.0, 2.0]
+    assert best.members["m"].tolist() == [1.0, 0.0, 3.0] and best.heldout["h"].tolist() == [5.0, 0.0, 7.0]
+
+
+def test_trace_entry_means_leave_out_non_finite_scores():
+    from rewardsteer.budget import Meter
+
+    meter = Meter()
+    meter.charge(nfe=7, backward=2, reward_calls=5)
+    row = trace_entry(3, meter, torch.tensor([1.0, float("nan"), 3.0]), {"a": torch.tensor([2.0, 4.0, 6.0])},
+                      {"h": torch.tensor([1.0, 2.0, 4.0])}, best=torch.tensor([5.0, 7.0]), label="x")
+    assert (row["iteration"], row["nfe"], row["backward"], row["reward_calls"]) == (3, 7, 2, 5)
+    assert row["score"] == 2.0 and row["score_max"] == 3.0 and row["members"] == {"a": 4.0}
+    assert row["heldout"] == {"h": pytest.approx(7 / 3)} and row["heldout_n"] == 3
+    assert row["heldout_sd"]["h"] == pytest.approx(float(torch.tensor([1.0, 2.0, 4.0]).std()))
+    assert row["best"] == 6.0 and row["label"] == "x"
+    assert math.isnan(trace_entry(0, meter, torch.tensor([float("nan")]), {}, {})["score"])
+    assert torch.equal(finite_or_neg_inf(torch.tensor([1.0, float("inf"), float("nan")])),
+                       torch.tensor([1.0, -math.inf, -math.inf]))
+
+
+# ---- knobs reach the method: documented defaults, config, condition, chunking, progress, errors -------------------
+
+DEFAULTS = {  # the defaults the docstrings and README state (the papers' settings where they give one)
+    "reno": dict(n=1, iters=50, lr=5.0, reg=0.01, optimizer="sgd", momentum=0.9, grad_clip=0.1, seed=0, progress=True),
+    "zero_order_search": dict(n=1, iters=10, neighbours=4, cosine=0.95, batch_size=64, seed=0, progress=True),
+    "best_of_n": dict(n=None, candidates=None, batch_size=64, seed=0, progress=True),
+    "random_search": dict(n=None, iters=None, candidates=None, seed=0, progress=True),
+    "fk_steering": dict(n=1, particles=8, lam=10.0, potential="max", interval=5, ess_threshold=0.5,
+                        resampling="systematic", pick="best", chunk=None, seed=0, progress=True),
+    "das": dict(n=1, particles=8, alpha=0.1, gamma=0.008, ess_threshold=0.5, resampling="systematic", pick="sample",
+                chunk=None, seed=0, progress=True),
+    "svdd": dict(n=1, particles=8, alpha=None, chunk=None, seed=0, progress=True),
+    "trajectory_best_of_n": dict(n=1, particles=8, chunk=None, seed=0, progress=True),
+    "reward_guidance": dict(n=1, scale=100.0, step="variance", particles=1, window=None, chunk=None, seed=0,
+                            progress=True),
+}
+
+
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_documented_defaults(name):
+    import inspect
+
+    params = inspect.signature(rs.METHODS[name]).parameters
+    assert {k: params[k].default for k in DEFAULTS[name]} == DEFAULTS[name]
+    assert all(params[k].default is None for k in ("cond", "budget", "heldout", "callback"))
+
+
+PARTICLE_KNOBS = {"fk_steering": dict(lam=3.0, potential="diff", interval=2, window=(1, 5)),
+                  "das": dict(alpha=0.7, gamma=0.05), "svdd": dict(alpha=0.3),
+                  "trajectory_best_of_n": dict(), "reward_guidance": dict(scale=0.5, step="constant", window=(0, 4))}
+
+
+@pytest.fixture(scope="module")
+def flow():
+    from rewardsteer.flow import FlowSampler
+    from tests.conftest import tiny_unet
+
+    return FlowSampler(tiny_unet(2), num_steps=5, guidance=2.0, eta=1.0)
+
+
+@pytest.mark.parametrize("name", list(PARTICLE_KNOBS))
+def test_particle_knobs_reach_the_run(name, flow, capsys):
+    """The condition steers the sampler, chunk bounds every reward batch, the knobs land in the config, the progress
+    bar is named after the method and shown only when asked, and a wrong generator kind names the method."""
+    sizes = []
+    reward = FunctionReward(lambda x, c: sizes.append(x.shape[0]) or x.mean((1, 2, 3)), "bright")
+    knobs = dict(n=2, particles=3, seed=1, **PARTICLE_KNOBS[name])
+    method = rs.METHODS[name]
+    calls = []
+    a = method(flow, reward, cond=3, chunk=4, progress=False, callback=lambda s: calls.append(s["iteration"]), **knobs)
+    last = flow.num_steps - (2 if name == "svdd" else 0)  # svdd's last callback: its last stochastic step
+    assert max(sizes) <= 4 and capsys.readouterr().err == "" and calls[-1] == last
+    assert {k: a.config[k] for k in ("n", "particles", "chunk")} == {"n": 2, "particles": 3, "chunk": 4}
+    for k, v in PARTICLE_KNOBS[name].items():
+        assert a.config[k] == (list(v) if isinstance(v, tuple) else v), k
+    b = method(flow, reward, cond=7, chunk=6, progress=True, **knobs)
+    assert not torch.equal(a.samples, b.samples)  # the condition reached the sampler
+    assert torch.equal(a.noises, b.noises)  # the same seed: the same initial noise
+    assert f"{name}:" in capsys.readouterr().err  # tqdm's bar, labelled
+    with pytest.raises(rs.RewardsteerError, match=f"^{name} needs a multi-step sampler"):
+        method(Identity(4), reward, progress=False)
+
+
+@pytest.mark.parametrize("name", ["reno", "zero_order_search", "best_of_n", "random_search"])
+def test_one_step_knobs_reach_the_run(name, tiny_onestep, brightness, capsys):
+    knobs = {"reno": dict(n=2, iters=2, lr=0.5, reg=0.1, momentum=0.5, grad_clip=0.2),
+             "zero_order_search": dict(n=2, iters=2, neighbours=3, cosine=0.8),
+             "best_of_n": dict(n=2, candidates=6, batch_size=4),
+             "random_search": dict(n=2, iters=2, candidates=3)}[name]
+    method = rs.METHODS[name]
+    a = method(tiny_onestep, brightness, cond=3, seed=1, progress=False, **knobs)
+    assert capsys.readouterr().err == ""
+    assert all(a.config[k] == v for k, v in knobs.items()) and a.config["seed"] == 1
+    b = method(tiny_onestep, brightness, cond=7, seed=1, progress=True, **knobs)
+    assert not torch.equal(a.samples, b.samples) and f"{name}:" in capsys.readouterr().err
+    g = torch.Generator().manual_seed(1)
+    c = method(tiny_onestep, brightness, cond=3, seed=g, progress=False, **knobs)
+    assert torch.equal(c.samples, a.samples) and c.config["seed"] is None  # a Generator is used as given
+    with pytest.raises(rs.RewardsteerError, match=f"^{name} needs a one-step generator"):
+        method(GaussianMixtureFlow(**TOY, num_steps=2), brightness, progress=False)
+
+
+@pytest.mark.parametrize("name, knobs, match", [
+    ("das", dict(gamma=0.0), "^gamma must be > 0"), ("das", dict(alpha=0.0), "^alpha must be a finite"),
+    ("svdd", dict(alpha=0.0), "^alpha must be a finite"), ("reward_guidance", dict(scale=-1.0), "scale must be"),
+    ("reward_guidance", dict(scale=float("inf")), "scale must be"), ("reward_guidance", dict(step="ddim"), "step must"),
+    ("reward_guidance", dict(window=(2, 2)), "window must"), ("reward_guidance", dict(window=(0, 9)), "window must"),
+    ("fk_steering", dict(interval=0), "^interval must"), ("fk_steering", dict(interval=2.0), "^interval must"),
+    ("fk_steering", dict(window=(-1, 3)), "^window must"), ("fk_steering", dict(window=(2, 2)), "^window must"),
+    ("fk_steering", dict(window=(0, 6)), "^window must"), ("fk_steering", dict(window=(0, 2, 4)), "^window must"),
+    ("fk_steering", dict(lam=-1.0), "^lam must be a finite"), ("fk_steering", dict(potential="mean"), "^potential must"),
+])
+def test_bad_particle_knobs_are_refused(name, knobs, match, flow):
+    with pytest.raises(rs.RewardsteerError, match=match):
+        rs.METHODS[name](flow, linear_reward([1.0] * 1), progress=False, **knobs)
+
+
+@pytest.mark.parametrize("name, knobs, match", [
+    ("zero_order_search", dict(cosine=1.0), "cosine"), ("zero_order_search", dict(cosine=-1.0), "cosine"),
+    ("reno", dict(lr=0.0), "lr"), ("reno", dict(reg=-0.1), "reg"), ("reno", dict(optimizer="lbfgs"), "optimizer"),
+    ("best_of_n", dict(n=3, candidates=2), "candidates"), ("random_search", dict(n=5, iters=2, candidates=2), "iters"),
+])
+def test_bad_one_step_knobs_are_refused(name, knobs, match, tiny_onestep, brightness):
+    with pytest.raises(rs.RewardsteerError, match=match):
+        rs.METHODS[name](tiny_onestep, brightness, progress=False, **knobs)
+
+
+def test_reno_and_zero_order_search_start_from_given_noise():
+    z = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    reward = FunctionReward(lambda x, c: x.sum(1), "sum")
+    for name in ("reno", "zero_order_search"):
+        result = rs.METHODS[name](Identity(5), reward, noise=z, iters=1, progress=False)
+        assert torch.equal(result.initial_samples, z) and result.config["n"] == 3, name
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_reno_is_the_hand_written_loop(optimizer):
+    """Three steps of ReNO against torch's own optimizer on J = r − λ·prior, with per-sample gradient clipping
+    (SGD with Nesterov momentum 0.9, lr 5, clip 0.1, λ 0.01: the paper's defaults; or Adam)."""
+    d, iters = 12, 3
+    a = torch.linspace(-2, 2, d)
+    reward = FunctionReward(lambda z, c: (z * a).sin().sum(1), "wavy")
+    z0 = torch.randn(2, d, generator=torch.Generator().manual_seed(3))
+    lr = 5.0 if optimizer == "sgd" else 0.05
+    seen = []
+    result = rs.reno(Identity(d), reward, noise=z0, iters=iters, lr=lr, optimizer=optimizer, progress=False,
+                     callback=lambda s: seen.append(s["z"].detach().clone()))
+    z = z0.clone().requires_grad_(True)
+    opt = (torch.optim.SGD([z], lr=lr, momentum=0.9, nesterov=True) if optimizer == "sgd"
+           else torch.optim.Adam([z], lr=lr))
+    expected, nlls = [], []
+    for _ in range(iters):
+        opt.zero_grad()
+        nll = prior_nll(z)
+        nlls.append(float(nll.detach().mean()))
+        (-(reward(z) - 0.01 * nll).sum()).backward()
+        z.grad = clip_per_sample(z.grad, 0.1)
+        opt.step()
+        expected.append(z.detach().clone())
+    for got, want in zip(seen, expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert [row["prior_nll"] for row in result.trace[:iters]] == pytest.approx(nlls, rel=1e-5)
+    # z_norm is logged after the iteration's step
+    assert [row["z_norm"] for row in result.trace[:iters]] == pytest.approx([float(e.norm(dim=1).mean()) for e in
+                                                                             expected], rel=1e-5)
+    assert result.spent["backward"] == 2 * iters and result.trace[-1]["skipped"] == 0
+
+
+def test_reno_keeps_the_noise_of_a_sample_whose_score_turns_nan():
+    calls = []
+
+    def flaky(z, c):
+        calls.append(1)
+        s = z.sum(1)
+        return torch.cat([s[:1] * float("nan"), s[1:]]) if len(calls) >= 3 else s
+
+    seen = []
+    result = rs.reno(Identity(4), FunctionReward(flaky, "flaky"), n=2, iters=5, progress=False,
+                     callback=lambda s: seen.append(s["z"].detach().clone()))
+    assert len(seen) == 6  # the last evaluation takes no step
+    for before, after in zip(seen[1:-1], seen[2:-1]):  # from the third evaluation on, sample 0 never moves
+        assert torch.equal(before[0], after[0]) and not torch.equal(before[1], after[1])
+    assert result.spent["skipped"] == 4 and torch.isfinite(result.scores).all()
+
+
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_a_callback_can_stop_every_method(name, flow, tiny_onestep, brightness):
+    model = flow if name in PARTICLE_KNOBS else tiny_onestep
+    knobs = dict(n=2, particles=2) if name in PARTICLE_KNOBS else {}
+    calls = []
+    result = rs.METHODS[name](model, brightness, cond=3, progress=False, **knobs,
+                              callback=lambda s: calls.append(s["iteration"]) or {"stop": True})
+    # zero-order search's trace opens with the pivots' row, before the first callback
+    assert result.stopped == "callback" and len(calls) == 1 and len(result.trace) == 1 + (name == "zero_order_search")
+    again = rs.METHODS[name](model, brightness, cond=3, progress=False, **knobs, callback=lambda s: {"stop": False})
+    assert again.stopped == "completed"
+
+
+@pytest.mark.parametrize("name", ["reno", "zero_order_search", "best_of_n", "random_search"])
+def test_heldout_scores_belong_to_the_returned_samples(name, tiny_onestep, brightness):
+    heldout = {"dark": lambda x, c: -x.mean((1, 2, 3)), "corner": lambda x, c: x[:, 0, 0, 0]}
+    knobs = {"reno": dict(n=2, iters=3), "zero_order_search": dict(n=2, iters=3), "best_of_n": dict(n=2, candidates=8),
+             "random_search": dict(n=2, iters=2, candidates=4)}[name]
+    result = rs.METHODS[name](tiny_onestep, brightness, cond=torch.tensor([3, 7]) if name in ("reno", "zero_order_search")
+                              else 3, heldout=heldout, progress=False, **knobs)
+    for key, fn in heldout.items():
+        torch.testing.assert_close(result.heldout_scores[key], fn(result.samples, None))
+        torch.testing.assert_close(result.initial_heldout[key], fn(result.initial_samples, None))
+    torch.testing.assert_close(result.scores, brightness(result.samples))
+    torch.testing.assert_close(result.initial_scores, brightness(result.initial_samples))
+    cond = torch.tensor([3, 7]) if name in ("reno", "zero_order_search") else 3
+    torch.testing.assert_close(tiny_onestep(result.noises, cond), result.samples, atol=1e-5, rtol=0)
+    assert result.spent["heldout_calls"] > 0 and result.member_scores["brightness"].shape == (2,)
+
+
+# ---- the MNIST flow's prior and guidance (flow.py) ------------------------------------------------------------------
+
+class LabelEcho(torch.nn.Module):
+    """A stand-in UNet: v = 0.5·x + t + (the class label, or the weighted mean label for soft classes)."""
+
+    def forward(self, x, t, y):
+        label = (y * torch.arange(y.shape[1], dtype=y.dtype)).sum(1) if y.is_floating_point() else y.to(x.dtype)
+        return 0.5 * x + t.view(-1, 1, 1, 1) + label.view(-1, 1, 1, 1)
+
+
+def test_mixture_prior_is_softmax_of_orthonormal_projections():
+    from rewardsteer.flow import _code_directions, mixture_weights
+
+    p = _code_directions(784)
+    torch.testing.assert_close(p @ p.T, torch.eye(10), atol=1e-5, rtol=0)  # orthonormal rows: P·u ~ N(0, I₁₀)
+    code = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for tau in (0.1, 1.0):
+        w = mixture_weights(code, tau)
+        assert w.shape == (6, 11) and (w[:, 10] == 0).all()
+        torch.testing.assert_close(w[:, :10], torch.softmax(code.flatten(1) @ p.T / tau, 1))
+    assert mixture_weights(code).max(1).values.mean() > mixture_weights(code, 1.0).max(1).values.mean()  # τ = 0.1
+
+
+def test_flow_sampler_guidance_prediction_and_code_channel():
+    from rewardsteer.flow import FlowSampler, mixture_weights, split_code
+
+    s = FlowSampler(LabelEcho(), num_steps=4, guidance=3.0, eta=1.0)
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    t = 0.25
+    # classifier-free guidance: v_u + g·(v_c − v_u) with the null class 10 as the unconditional half
+    torch.testing.assert_close(s.velocity(x, t, 3), 0.5 * x + t + 10 + 3.0 * (3 - 10))
+    torch.testing.assert_close(s.velocity(x, t, None), 0.5 * x + t + 10)  # no code: the null class, unguided
+    code = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    soft = (mixture_weights(code) * torch.arange(11)).sum(1).view(2, 1, 1, 1)
+    torch.testing.assert_close(s.velocity(x, t, None, code), 0.5 * x + t + 10 + 3.0 * (soft - 10))
+    one = FlowSampler(LabelEcho(), num_steps=4, guidance=1.0)
+    torch.testing.assert_close(one.velocity(x, t, 4), 0.5 * x + t + 4)  # guidance 1: the conditional model alone
+    state = torch.cat([x, code], 1)
+    image, c = split_code(state)
+    assert torch.equal(image, x) and torch.equal(c, code) and split_code(x)[1] is None
+    x0 = s.predict_x0(state, 1, None)  # x̂ = x_t + (1 − t)·v, the code carried along
+    torch.testing.assert_close(x0[:, :1], x + 0.75 * s.velocity(x, 0.25, None, code))
+    assert torch.equal(x0[:, 1:], code)
+    mean, std = s.transition(state, 1, x0)
+    from rewardsteer.core import ddim_posterior
+
+    c_x0, c_eps, sd = ddim_posterior(0.25, 0.75, 0.5, 0.5, 1.0)
+    eps = (x - 0.25 * x0[:, :1]) / 0.75
+    torch.testing.assert_close(mean[:, :1], c_x0 * x0[:, :1] + c_eps * eps)
+    assert torch.equal(mean[:, 1:], code) and std.flatten().tolist() == pytest.approx([sd, 0.0])
+
+
+def test_class_labels_accept_none_ints_and_rows():
+    from rewardsteer.flow import NULL_CLASS, class_labels
+
+    assert class_labels(None, 3, "cpu").tolist() == [NULL_CLASS] * 3
+    assert class_labels(4, 2, "cpu").tolist() == [4, 4]
+    assert class_labels(torch.tensor([0, 10]), 2, "cpu").tolist() == [0, 10]
+    for bad in (torch.tensor([1, 2, 3]), torch.tensor([-1, 2]), 11):
+        with pytest.raises(rs.RewardsteerError, match="cond must be None"):
+            class_labels(bad, 2, "cpu")
+
+
+@pytest.mark.parametrize("alpha", [None, 0.5])
+def test_svdd_trace_initial_samples_and_nan_candidates(alpha):
+    """The trace's ESS is that of softmax(v/α) (α = None: of softmax(v)) and "kept" the mean kept value; the initial
+    samples are the first candidates of the first step; a NaN candidate is skipped and never kept."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+
+    def holey(x, c=None):
+        return torch.where(x[:, 0] > 0.3, torch.full_like(x[:, 0], float("nan")), x[:, 0])
+
+    seen = []
+    result = rs.svdd(toy, FunctionReward(holey, "holey"), n=6, particles=5, alpha=alpha, seed=3, progress=False,
+                     callback=lambda s: seen.append({k: s[k].clone() for k in ("scores", "selected", "x0_pred")}))
+    assert len(seen) == 3 and len(result.trace) == 4 and result.trace[-1]["final"]
+    nans = 0
+    for s, row in zip(seen, result.trace):
+        v = s["scores"]  # NaN values arrive as −inf (weight 0)
+        bad = ~torch.isfinite(v)
+        assert (v[bad] == -math.inf).all()
+        nans += int(bad.sum())
+        logw = v / (alpha or 1.0)
+        w = torch.softmax(logw, 1)
+        assert row["ess"] == pytest.approx(float((1 / (w**2).sum(1)).mean()), rel=1e-6)
+        assert row["ess_min"] == pytest.approx(float((1 / (w**2).sum(1)).min()), rel=1e-6)
+        kept = v[torch.arange(6), s["selected"]]
+        assert torch.isfinite(kept).all() and row["kept"] == pytest.approx(float(kept.mean()), rel=1e-6)
+    assert nans > 0 and result.spent["skipped"] == nans + int(torch.isnan(holey(result.samples)).sum())
+    first = seen[0]
+    torch.testing.assert_close(result.initial_samples, toy.decode(first["x0_pred"][:, 0]))
+    torch.testing.assert_close(result.initial_scores, first["scores"][:, 0].float())
+
+
+@pytest.mark.parametrize("step", ["constant", "variance"])
+def test_reward_guidance_shifts_each_mean_by_the_papers_step(step):
+    """Guided and unguided runs share x_0 and the step noise, so after one step they differ by exactly the drift:
+    scale·∇r (DPS, "constant") or scale·s_0²·∇r ("variance"), with ∇r = ∇_{x_0} r(x̂0(x_0)). scale = 0 is the plain
+    sampler; steps outside the window are not guided."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    reward, scale = linear_reward([1.0]), 0.3
+    runs = {}
+    for s in (0.0, scale):
+        states = []
+        runs[s] = rs.reward_guidance(toy, reward, n=3, scale=s, step=step, seed=5, progress=False,
+                                     callback=lambda st: states.append(st["particles"].clone()))
+        runs[s].states = states
+    x0 = runs[0.0].states[0].flatten(0, 1).clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(reward(toy.predict_x0(x0, 0)).sum(), x0)
+    std = toy.distribution(x0.detach(), 0, toy.predict_x0(x0.detach(), 0)).std
+    drift = scale * g if step == "constant" else scale * std**2 * g
+    torch.testing.assert_close((runs[scale].states[1] - runs[0.0].states[1]).flatten(0, 1), drift)
+    plain = rs.trajectory_best_of_n(toy, reward, n=3, particles=1, seed=5, progress=False)
+    torch.testing.assert_close(runs[0.0].samples, plain.samples)
+    from rewardsteer.smc.guidance import GuidanceKernel
+
+    kernel = GuidanceKernel(2.0, step, (1, 3))
+    dist = toy.distribution(x0.detach(), 1, toy.predict_x0(x0.detach(), 1))
+    assert kernel.drift(0, g, dist) is None and kernel.drift(3, g, dist) is None and kernel.scored(1)
+    expected = 2.0 * g if step == "constant" else 2.0 * dist.std**2 * g
+    torch.testing.assert_close(kernel.drift(2, g, dist), expected)
+
+
+def test_common_scaffolding_checks_and_partial_results():
+    from rewardsteer.budget import Meter
+    from rewardsteer.methods.common import build_result, check_noise, model_dtype, prepare, run_guarded
+    from rewardsteer.wrap import RewardsteerWarning
+
+    gen = Identity(4)
+    z = torch.zeros(2, 4)
+    assert check_noise(z, gen, "m") is z
+    for bad in (torch.zeros(4), torch.zeros(2, 5), torch.zeros(0, 4), [[0.0] * 4]):
+        with pytest.raises(rs.RewardsteerError, match=r"^m: noise must be a \(B, 4\) tensor"):
+            check_noise(bad, gen, "m")
+    reward, held = prepare(lambda x, c: x.sum(1), {"h": lambda x, c: x.mean(1)}, need_grad=True, method="m")
+    assert reward.name == "<lambda>" and set(held) == {"h"} and held["h"].name == "h"
+    assert prepare(reward, None, need_grad=False, method="m")[1] == {}
+    for bad_reward in (None, 3):
+        with pytest.raises(rs.RewardsteerError, match="^m needs a reward"):
+            prepare(bad_reward, None, need_grad=False, method="m")
+    with pytest.raises(rs.RewardsteerError, match="^m: heldout must be a dict"):
+        prepare(reward, [reward], need_grad=False, method="m")
+    frozen = FunctionReward(lambda x, c: x.sum(1), "frozen", differentiable=False)
+    with pytest.raises(rs.RewardsteerError, match="^m needs a differentiable reward and 'frozen' is not"):
+        prepare(frozen, None, need_grad=True, method="m")
+    assert prepare(frozen, None, need_grad=False, method="m")[0] is frozen
+    assert model_dtype(torch.nn.Linear(2, 2).double()) == torch.float64 and model_dtype(torch.nn.ReLU()) == torch.float32
+    best = BestPerSlot()
+    best.update(torch.tensor([1.0]), z[:1], z[:1], {}, {})
+    initial = {"samples": z[:1], "scores": torch.tensor([1.0]), "heldout": {}}
+    with pytest.warns(RewardsteerWarning, match="m returned 1 of the n=2 outputs asked for"):
+        short = build_result("m", best, initial, [], Meter(), "budget:nfe", {"n": 2})
+    assert short.shortfall == 1 and short.stopped == "budget:nfe" and short.method == "m"
+    with pytest.raises(rs.RewardsteerError, match="m evaluated nothing"):
+        build_result("m", BestPerSlot(), {}, [], Meter(), "budget", {"n": 1})
+
+    def failing():
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError) as info:
+        run_guarded(failing, lambda stopped: stopped)
+    assert info.value.partial_result == "error: ValueError: boom"
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_guarded(interrupted, lambda stopped: stopped) == "interrupted"
+    assert run_guarded(lambda: "completed", lambda stopped: stopped.upper()) == "COMPLETED"
+
+    def no_result(stopped):
+        raise rs.RewardsteerError("nothing")
+
+    with pytest.raises(ValueError) as info:
+        run_guarded(failing, no_result)
+    assert info.value.partial_result is None
