@@ -84,7 +84,7 @@ DO_NOT_MUTATE_PATTERNS = [
     r"^\s*f?\"[^\"]*\"[)\s,]*$",  # a message's continuation line
     r"^\s*f?\"[^\"]*\"\s*f?\"",
     r"warnings\.warn\(",
-    r"bar\.set_postfix|tqdm\(",
+    r"bar\.set_postfix|bar\.update|tqdm\(",
 ]
 
 # mutant -> why no test can kill it (the mutant computes the same thing as the original). "On CPU": the mutant drops
@@ -110,7 +110,10 @@ EQUIVALENT: dict[str, str] = {
     _CORE + "xǁWeightsǁadd__mutmut_22": "the inner where's value for a bad entry is discarded by the outer where",
     _CORE + "xǁWeightsǁmaybe_resample__mutmut_9": "keep (K,) broadcasts against the (B, K) ancestors as keep (B, K) did",
     **{f"rewardsteer.aggregates.{n}": "_per_member never reads its `scores` argument"
-       for n in ("x_standardize__mutmut_7", "x_log_sigmoid__mutmut_6", "x_weighted__mutmut_5")},
+       for n in ("x_standardize__mutmut_7", "x_log_sigmoid__mutmut_12", "x_weighted__mutmut_10")},
+    "rewardsteer.methods.reno.x_reno__mutmut_130": _CPU,
+    "rewardsteer.methods.reno.x_reno__mutmut_134": "the loop's last pass (it == iters) always returns, so one more pass "
+                                                   "is never reached",
     **{f"rewardsteer.smc.das.x_das__mutmut_{i}": "getattr's default is never used: the checked sampler is a Sampler, "
        "whose class sets `continuous`" for i in (23, 26, 29)},
 }
@@ -180,7 +183,8 @@ def run_module(module: str, base: Path, log, quick: bool = False, retest: bool =
     work = workdir(module, base, quick)
     _, _, only = job(module, quick)
     if retest and (work / "mutants" / (module_path(module) + ".meta")).exists():
-        survived = score(module, work, 0.0, quick)["survived"]
+        last = score(module, work, 0.0, quick)
+        survived = last["survived"] + last["equivalent_names"]  # equivalents too: one that is killed is not one
         if not survived:
             return score(module, work, 0.0, quick)
         only = survived
@@ -222,7 +226,8 @@ def score(module: str, work: Path, seconds: float, quick: bool = False) -> dict:
     unchecked = sorted(n for n, s in st.items() if s == "not checked")
     survived = sorted(n for n, s in st.items() if n not in EQUIVALENT and s not in ("killed", "timeout"))
     considered = len(st) - len(equivalent)
-    return {"module": module_path(module), "mutants": len(st), "equivalent": len(equivalent), "killed": len(killed),
+    return {"module": module_path(module), "mutants": len(st), "equivalent": len(equivalent), "equivalent_names": equivalent,
+            "killed": len(killed),
             "survived": survived, "not_checked": unchecked,
             "score": round(len(killed) / considered, 4) if considered else 1.0, "seconds": round(seconds, 1),
             "tests": job(module, quick)[1]}
@@ -270,6 +275,7 @@ def main(argv=None) -> int:
     p.add_argument("--survivors", metavar="MODULE", choices=list(MODULES), help="print surviving mutants' diffs")
     p.add_argument("--fresh", action="store_true", help="delete cached results of the chosen modules first")
     p.add_argument("--retest", action="store_true", help="re-run the mutants that survived last time (after new tests)")
+    p.add_argument("--rescore", action="store_true", help="recompute the scores from the cached results, run nothing")
     a = p.parse_args(argv)
     if a.survivors:
         r = score(a.survivors, a.base / a.survivors.replace("/", "-"), 0.0)
@@ -284,19 +290,28 @@ def main(argv=None) -> int:
             if a.fresh:
                 shutil.rmtree(a.base / job(module, a.quick)[0], ignore_errors=True)
             try:
-                r = run_module(module, a.base, log, a.quick, retest=a.retest)
+                if a.rescore:
+                    old = results.get(module, {})
+                    r = score(module, a.base / job(module, a.quick)[0], old.get("seconds", 0.0), a.quick)
+                else:
+                    r = run_module(module, a.base, log, a.quick, retest=a.retest)
             except SystemExit as e:  # one module's failure (e.g. its clean test run) does not stop the others
                 print(e, flush=True)
                 failed.append(module)
                 continue
+            if a.retest or a.rescore:  # the time of the run that produced the cached results, plus this one
+                r["seconds"] = round(results.get(module, {}).get("seconds", 0.0) + (0.0 if a.rescore else r["seconds"]), 1)
             results[module] = r
             print(f"{r['module']}: {r['killed']}/{r['mutants'] - r['equivalent']} killed = {100 * r['score']:.1f}% "
                   f"({r['equivalent']} equivalent, {r['seconds']:.0f} s)", flush=True)
             if r["score"] < MIN_SCORE:
                 failed.append(module)
-            if not a.quick:
+            if not a.quick:  # merged into the file as it is now: two runs on different modules may share it
+                current = json.loads(a.out.read_text()) if a.out.exists() else {}
+                results = {**current, module: r}
                 a.out.write_text(json.dumps(results, indent=1) + "\n")
     if not a.quick:
+        results = json.loads(a.out.read_text()) if a.out.exists() else results
         write_docs({m: results[m] for m in MODULES if m in results}, a.doc)
     if failed:
         print(f"below {MIN_SCORE:.0%}: {', '.join(failed)} (python benchmarks/mutation.py --survivors MODULE)")

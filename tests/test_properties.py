@@ -126,6 +126,8 @@ def test_aggregates_by_hand_names_specs_and_bounds():
                 lambda: agg.uwo(-0.1), lambda: agg.standardize({"a": (0.0, 0.0)})):
         with pytest.raises(rs.RewardsteerError):
             bad()
+    torch.testing.assert_close(agg.reduce(agg.mean_minus_std(), s), r.mean(0) - r.std(0, correction=0))  # c = 1
+    torch.testing.assert_close(agg.log_sigmoid()(s)["a"], torch.nn.functional.logsigmoid(s["a"]))  # reference 0
     torch.testing.assert_close(agg.reduce(agg.quantile(1.0), s), r.max(0).values)
     torch.testing.assert_close(agg.reduce(agg.quantile(0.0), s), r.min(0).values)
     torch.testing.assert_close(agg.reduce(agg.cvar(1.0), s), r.mean(0))
@@ -251,27 +253,38 @@ def linear(d):
     return FunctionReward(lambda z, c: z @ direction, "linear")
 
 
+class Costly(Identity):
+    """Identity with several NFE per call, so per-sample and per-call counts differ."""
+
+    def __init__(self, d, npc):
+        super().__init__(d)
+        self.nfe_per_call = npc
+
+
 @RUNS
-@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 40), st.one_of(st.none(), st.integers(1, 20)))
-def test_reno_budget_never_exceeded_never_wasted(n, iters, nfe, backward):
-    budget = Budget(nfe=nfe, backward=backward)
-    if nfe < n:
-        with pytest.raises(rs.RewardsteerError):
-            rs.reno(Identity(8), linear(8), n=n, iters=iters, budget=budget, progress=False)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 60),
+       st.one_of(st.none(), st.integers(1, 20)), st.one_of(st.none(), st.integers(1, 30)))
+def test_reno_budget_never_exceeded_never_wasted(n, npc, iters, nfe, backward, calls):
+    budget = Budget(nfe=nfe, backward=backward, reward_calls=calls)
+    gen = Costly(8, npc)
+    if nfe < n * npc or (calls is not None and calls < n):
+        with pytest.raises(rs.RewardsteerError, match="^reno: the budget"):
+            rs.reno(gen, linear(8), n=n, iters=iters, budget=budget, progress=False)
         return
-    result = rs.reno(Identity(8), linear(8), n=n, iters=iters, budget=budget, progress=False)
+    result = rs.reno(gen, linear(8), n=n, iters=iters, budget=budget, progress=False)
     spent = result.spent
     assert spent["nfe"] <= nfe and (backward is None or spent["backward"] <= backward)
-    evaluations = spent["nfe"] // n
-    assert spent["nfe"] == n * evaluations and spent["reward_calls"] == n * evaluations
+    assert calls is None or spent["reward_calls"] <= calls
+    evaluations = spent["reward_calls"] // n
+    assert spent["nfe"] == n * npc * evaluations and spent["reward_calls"] == n * evaluations
     assert spent["backward"] == n * (evaluations - 1)  # every backward pass is followed by an evaluation
     assert len(result.trace) == evaluations
     if result.stopped == "completed":
         assert evaluations == iters + 1
     else:  # stopped early: one more step and its evaluation would not have fit
-        assert evaluations < iters + 1
-        assert spent["nfe"] + 2 * n > nfe or (backward is not None and spent["backward"] + n > backward) or \
-            spent["nfe"] + n > nfe
+        assert evaluations < iters + 1 and result.stopped.startswith("budget:")
+        assert spent["nfe"] + n * npc > nfe or (backward is not None and spent["backward"] + n > backward) or \
+            (calls is not None and spent["reward_calls"] + n > calls)
 
 
 @RUNS

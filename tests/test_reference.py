@@ -2,6 +2,7 @@
 separate the right formula from its plausible neighbours (d from d − 1, v/α from v·α, max from current)."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -688,3 +689,120 @@ def test_common_scaffolding_checks_and_partial_results():
     with pytest.raises(ValueError) as info:
         run_guarded(failing, no_result)
     assert info.value.partial_result is None
+
+
+CALLBACK_KEYS = {
+    "reno": {"method", "iteration", "z", "samples", "scores", "meter"},
+    "zero_order_search": {"method", "iteration", "pivots", "scores", "meter"},
+    "best_of_n": {"method", "iteration", "samples", "scores", "best_scores", "meter"},
+    "random_search": {"method", "iteration", "samples", "scores", "best_scores", "meter"},
+    "svdd": {"method", "iteration", "candidates", "x0_pred", "scores", "selected", "meter"},
+    **{name: {"method", "iteration", "final", "particles", "x0_pred", "scores", "log_weights", "ess", "log_z", "meter"}
+       for name in ("fk_steering", "das", "trajectory_best_of_n", "reward_guidance")},
+}
+
+
+@pytest.mark.parametrize("name", list(CALLBACK_KEYS))
+def test_callback_state_names_the_method_and_counts_iterations(name):
+    one_step = name in ("reno", "zero_order_search", "best_of_n", "random_search")
+    model = Identity(4) if one_step else GaussianMixtureFlow(**TOY, num_steps=4)
+    knobs = {"reno": dict(iters=3), "zero_order_search": dict(iters=3), "best_of_n": dict(candidates=12, batch_size=4),
+             "random_search": dict(iters=3, candidates=4)}.get(name, dict(particles=3, n=2))
+    if name == "fk_steering":
+        knobs["interval"] = 1
+    states = []
+    rs.METHODS[name](model, FunctionReward(lambda x, c: x.sum(1), "sum"), progress=False,
+                     callback=lambda s: states.append(dict(s)), **knobs)
+    assert all(set(s) == CALLBACK_KEYS[name] and s["method"] == name for s in states)
+    steps = [s["iteration"] for s in states]
+    expected = {"reno": [0, 1, 2, 3], "zero_order_search": [1, 2, 3], "best_of_n": [0, 1, 2], "random_search": [0, 1, 2],
+                "svdd": [0, 1, 2], "trajectory_best_of_n": [4]}.get(name, [0, 1, 2, 3, 4])
+    assert steps == expected
+    if "final" in CALLBACK_KEYS[name]:
+        assert [s["final"] for s in states] == [False] * (len(states) - 1) + [True]
+
+
+def test_best_of_n_trace_counts_drawn_and_skips_nan_candidates():
+    def holey(x, c):  # NaN for every candidate whose first coordinate is positive
+        s = x.sum(1)
+        return torch.where(x[:, 0] > 0, torch.full_like(s, float("nan")), s)
+
+    seen = []
+    result = rs.best_of_n(Identity(4), FunctionReward(holey, "holey"), n=3, candidates=40, batch_size=16, seed=2,
+                          progress=False, callback=lambda s: seen.append(s["scores"].clone()))
+    assert [row["drawn"] for row in result.trace] == [16, 32, 40]
+    everything = torch.cat(seen)
+    finite = everything[torch.isfinite(everything)]
+    assert torch.equal(result.scores, finite.topk(3).values) and (result.samples[:, 0] <= 0).all()
+    assert result.spent["skipped"] == int((~torch.isfinite(everything)).sum()) > 0
+    assert [row["best"] for row in result.trace][-1] == pytest.approx(float(finite.topk(3).values.mean()))
+    few = rs.best_of_n(Identity(4), FunctionReward(lambda x, c: torch.full_like(x[:, 0], math.nan), "nan"), n=2,
+                       candidates=4, progress=False)
+    assert len(few.scores) == 2 and (few.scores == -math.inf).all()  # NaN ranks last, never first
+
+
+def test_old_spellings_warn_and_mean_what_they_meant():
+    gen, reward = Identity(4), FunctionReward(lambda x, c: x.sum(1), "sum")
+    with pytest.warns(FutureWarning, match="draws 8 candidates and keeps 1"):
+        old = rs.best_of_n(gen, reward, n=8, progress=False)
+    assert old.config["n"] == 1 and old.config["candidates"] == 8
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        k = rs.best_of_n(gen, reward, k=2, n=6, progress=False)
+    assert (k.config["n"], k.config["candidates"]) == (2, 6)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        k2 = rs.best_of_n(gen, reward, k=2, candidates=5, progress=False)
+    assert (k2.config["n"], k2.config["candidates"]) == (2, 5)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        k3 = rs.best_of_n(gen, reward, k=3, progress=False)
+    assert (k3.config["n"], k3.config["candidates"]) == (3, 16)
+    with pytest.raises(rs.RewardsteerError, match="k is the old name of n"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rs.best_of_n(gen, reward, k=2, n=3, candidates=5, progress=False)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        rounds = rs.random_search(gen, reward, rounds=2, candidates_per_round=3, k=2, progress=False)
+    assert (rounds.config["iters"], rounds.config["candidates"], rounds.config["n"]) == (2, 3, 2)
+    assert rounds.spent["nfe"] == 6
+    for both in (dict(iters=2, rounds=2), dict(candidates=2, candidates_per_round=2), dict(n=1, k=1)):
+        with pytest.raises(rs.RewardsteerError, match="pass only one of the new name and its old spelling"), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rs.random_search(gen, reward, progress=False, **both)
+
+
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_every_check_names_its_method(name, flow, tiny_unrolled, brightness):
+    """Each refusal starts with the method's name: counts, conditions, the model's own condition check, a budget
+    that cannot pay for the outputs (with what they cost), the reward, given noise."""
+    one_step = name not in PARTICLE_KNOBS
+    model = tiny_unrolled if one_step else flow  # 3 NFE per call / a 5-step sampler
+    method = rs.METHODS[name]
+    cases = [(dict(n=0), rf"^{name}: n must be a positive integer"),
+             (dict(cond="3"), rf"^{name}: cond must be None, a number, or a tensor"),
+             (dict(cond=12), rf"^{name}: cond must be None, a class in 0..9"),
+             (dict(n=2, budget=rs.Budget(nfe=1)), rf"^{name}: the budget \(nfe=1\) is smaller than one evaluation"),
+             (dict(n=2, budget=rs.Budget(reward_calls=1)), rf"^{name}: the budget \(reward_calls=1\) is smaller"),
+             (dict(heldout=[brightness]), rf"^{name}: heldout must be a dict")]
+    if name in ("reno", "zero_order_search"):
+        cases.append((dict(noise=torch.zeros(2, 5)), rf"^{name}: noise must be a \(B, 2, 28, 28\) tensor"))
+    if name in ("reno", "das", "reward_guidance"):
+        frozen = FunctionReward(lambda x, c: x.mean((1, 2, 3)), "frozen", differentiable=False)
+        cases.append((dict(reward=frozen), rf"^{name} needs a differentiable reward and 'frozen' is not"))
+    cases.append((dict(reward=None), rf"^{name} needs a reward"))
+    extra = {"candidates": 4} if name == "best_of_n" else {}  # best_of_n(n=...) alone is the old spelling
+    for knobs, match in cases:
+        reward = knobs.pop("reward", brightness)
+        knobs = {**extra, **knobs}
+        with pytest.raises(rs.RewardsteerError, match=match):
+            method(model, reward, progress=False, **knobs)
+    if one_step:
+        with pytest.raises(rs.RewardsteerError, match=r"costs 6 nfe"):  # n = 2 outputs at 3 NFE each
+            method(model, brightness, n=2, budget=rs.Budget(nfe=5), progress=False, **extra)
+
+
+def test_reno_keeps_fp32_master_noise_for_a_bfloat16_generator():
+    gen = Identity(6).to(torch.bfloat16)
+    reward = FunctionReward(lambda x, c: x.float().sum(1), "sum")
+    result = rs.reno(gen, reward, n=2, iters=2, progress=False)
+    assert result.samples.dtype == torch.bfloat16 and result.noises.dtype == torch.float32
+    assert result.initial_samples.dtype == torch.bfloat16
+

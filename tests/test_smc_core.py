@@ -91,7 +91,7 @@ def test_bad_knobs_are_named(bad, match):
     with pytest.raises(RewardsteerError, match=match):
         check_smc(**{"particles": 4, **bad})
     for alpha in (0.0, -1.0, float("inf")):
-        with pytest.raises(RewardsteerError, match="alpha"):
+        with pytest.raises(RewardsteerError, match="^alpha must be a finite number > 0"):
             check_alpha(alpha)
 
 

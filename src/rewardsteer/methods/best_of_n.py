@@ -116,7 +116,7 @@ def random_search(generator, reward, *, cond: Any = None, n: int | None = None, 
     iters, candidates, n = (_either("random_search", new, old, oldv) for new, old, oldv in
                             ((iters, "rounds", rounds), (candidates, "candidates_per_round", candidates_per_round),
                              (n, "k", k)))
-    iters, candidates, n = iters or 4, candidates or 16, n or 1
+    iters, candidates, n = (4 if iters is None else iters), (16 if candidates is None else candidates), (1 if n is None else n)
     check_count("random_search", n=n, iters=iters, candidates=candidates)
     if iters * candidates < n:
         raise RewardsteerError(f"random_search keeps the best n={n} of iters·candidates = {iters * candidates}: "
