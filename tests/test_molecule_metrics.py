@@ -78,13 +78,12 @@ def test_fcd():
 
 
 def test_evaluation_script_quick(tmp_path):
-    if not WEIGHTS.is_file():
-        pytest.skip("moses-mdlm not trained yet")
+    assert WEIGHTS.is_file(), "moses-mdlm's weights ship in the repository"
     out = tmp_path / "eval.json"
     subprocess.run([sys.executable, "-m", "rewardsteer.train.evaluate_molecules", "--quick", "--threads", "1",
                     "--json", str(out)], check=True, timeout=300)
     report = json.loads(out.read_text())
-    assert report["n"] == 50 and 0.0 <= report["metrics"]["validity"] <= 1.0
+    assert report["n"] == 50 and report["metrics"]["validity"] >= 0.96  # SELFIES: 1.000 measured on 10,000
     assert {"uniqueness", "novelty", "intdiv1", "wasserstein_qed"} <= set(report["metrics"])
     assert report["speed"]["seconds_per_1000"] > 0
 

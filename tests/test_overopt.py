@@ -2,8 +2,6 @@
 
 import itertools
 import json
-import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -12,12 +10,7 @@ from click.testing import CliRunner
 from rewardsteer import models, overopt
 from rewardsteer.cli import cli
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.flow import OneStepUNet
-from rewardsteer.hub import WEIGHTS_DIR
-from rewardsteer.nets import Classifier
 from rewardsteer.overopt_report import gao_fit
-from rewardsteer.rewards import ClassifierReward
-from tests.conftest import tiny_unet
 
 
 @pytest.fixture
@@ -108,22 +101,7 @@ def test_gold_ink_sweet_spots_are_mnist_class_means():
 
 @pytest.mark.slow
 def test_quick_mode_runs(tmp_path, one_thread):
-    if (WEIGHTS_DIR / "mnist-onestep.safetensors").is_file():  # the real thing: the CLI's --quick
-        res = CliRunner().invoke(cli, ["bench", "overopt", "--quick", "--threads", "1", "--out", str(tmp_path)])
-        assert res.exit_code == 0, res.output
-        judges = [j for j in models.HELDOUT_JUDGES if (WEIGHTS_DIR / f"{j}.safetensors").is_file()]
-        check_outputs(tmp_path, overopt.QUICK.seeds, judges)
-        return
-    # bundled generator not trained yet: the same code path on tiny random models
-    def clf(seed, width=8):
-        torch.manual_seed(seed)
-        return Classifier(width, 16).eval().requires_grad_(False)
-
-    cfg = replace(overopt.QUICK, target=3, bon_pool=32, calib=32, reno_n=2, reno_iters=3, bt_pairs=32,
-                  bt_epochs=1, bt_members=3, bt_eval_pairs=16)
-    judges = {"ja": clf(20), "jb": clf(21)}  # random tiny held-out judges
-    results = overopt.run(OneStepUNet(tiny_unet()), clf(0), [ClassifierReward(clf(10 + i), f"p{i}") for i in range(3)],
-                          cfg, tmp_path, log=lambda **k: None, judges=judges)
-    check_outputs(tmp_path, cfg.seeds, list(judges))
-    assert len(results["families"]["bt"]["best_of_n"]["aggregates"]["uwo"]["gold"]) == cfg.seeds
-    assert all(math.isfinite(r["final_gold"]) for r in results["summary"])
+    """The CLI's --quick on the bundled models (their weights ship with the package)."""
+    res = CliRunner().invoke(cli, ["bench", "overopt", "--quick", "--threads", "1", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    check_outputs(tmp_path, overopt.QUICK.seeds, list(models.HELDOUT_JUDGES))

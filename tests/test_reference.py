@@ -2,6 +2,7 @@
 separate the right formula from its plausible neighbours (d from d − 1, v/α from v·α, max from current)."""
 
 import math
+import types
 import warnings
 
 import pytest
@@ -284,13 +285,17 @@ def test_best_per_slot_replaces_only_strict_improvements_and_never_with_nan():
     x = torch.arange(3.0)[:, None]
     first = best.update(torch.tensor([1.0, float("nan"), 0.0]), x, x, {"m": torch.tensor([1.0, 2.0, 3.0])},
                         {"h": torch.tensor([5.0, 6.0, 7.0])})
-    assert first.all() and best.scores[1] == -math.inf
+    assert first.dtype == torch.bool and first.all() and best.scores[1] == -math.inf
     better = best.update(torch.tensor([1.0, 0.5, float("nan")]), x + 10, x + 20, {"m": torch.zeros(3)},
                          {"h": torch.zeros(3)})
     assert better.tolist() == [False, True, False]  # a tie keeps the old best; NaN never replaces
     assert best.scores.tolist() == [1.0, 0.5, 0.0] and best.samples[:, 0].tolist() == [0.0, 11.0, 2.0]
     assert best.noises[:, 0].tolist() == [0.0, 21.0, 2.0]
     assert best.members["m"].tolist() == [1.0, 0.0, 3.0] and best.heldout["h"].tolist() == [5.0, 0.0, 7.0]
+    low = BestPerSlot()  # a bfloat16 generator's samples, later float32 ones: the best keeps the first dtype
+    low.update(torch.zeros(2), x[:2].bfloat16(), x[:2].bfloat16(), {}, {})
+    low.update(torch.ones(2), x[:2] + 0.5, x[:2] + 0.5, {}, {})
+    assert low.samples.dtype == low.noises.dtype == torch.bfloat16 and low.samples[:, 0].tolist() == [0.5, 1.5]
 
 
 def test_trace_entry_means_leave_out_non_finite_scores():
@@ -305,7 +310,15 @@ def test_trace_entry_means_leave_out_non_finite_scores():
     assert row["heldout"] == {"h": pytest.approx(7 / 3)} and row["heldout_n"] == 3
     assert row["heldout_sd"]["h"] == pytest.approx(float(torch.tensor([1.0, 2.0, 4.0]).std()))
     assert row["best"] == 6.0 and row["label"] == "x"
+    assert set(row) == {"iteration", "nfe", "backward", "reward_calls", "seconds", "score", "score_max", "members",
+                        "heldout", "heldout_sd", "heldout_n", "best", "label"}
     assert math.isnan(trace_entry(0, meter, torch.tensor([float("nan")]), {}, {})["score"])
+    clock = types.SimpleNamespace(nfe=0, backward=0, reward_calls=0, seconds=1.23456789)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one held-out sample: its spread is NaN, not a degrees-of-freedom warning
+        one = trace_entry(0, clock, torch.tensor([1.0]), {}, {"h": torch.tensor([2.0])})
+    assert one["seconds"] == 1.2346 and isinstance(one["seconds"], float) and one["heldout_n"] == 1
+    assert math.isnan(one["heldout_sd"]["h"])
     assert torch.equal(finite_or_neg_inf(torch.tensor([1.0, float("inf"), float("nan")])),
                        torch.tensor([1.0, -math.inf, -math.inf]))
 
@@ -432,6 +445,8 @@ def test_reno_and_zero_order_search_start_from_given_noise():
     for name in ("reno", "zero_order_search"):
         result = rs.METHODS[name](Identity(5), reward, noise=z, iters=1, progress=False)
         assert torch.equal(result.initial_samples, z) and result.config["n"] == 3, name
+        single = rs.METHODS[name](Identity(5), reward, noise=z[:1], iters=1, progress=False)  # a batch of one
+        assert torch.equal(single.initial_samples, z[:1]), name
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -487,7 +502,9 @@ def test_reno_keeps_the_noise_of_a_sample_whose_score_turns_nan():
 @pytest.mark.parametrize("name", list(DEFAULTS))
 def test_a_callback_can_stop_every_method(name, flow, tiny_onestep, brightness):
     model = flow if name in PARTICLE_KNOBS else tiny_onestep
-    knobs = dict(n=2, particles=2) if name in PARTICLE_KNOBS else {}
+    knobs = dict(n=2, particles=2) if name in PARTICLE_KNOBS else {  # small runs: "completed" needs the whole run
+        "reno": dict(iters=3), "zero_order_search": dict(iters=2), "best_of_n": dict(candidates=4),
+        "random_search": dict(iters=2, candidates=4)}[name]
     calls = []
     result = rs.METHODS[name](model, brightness, cond=3, progress=False, **knobs,
                               callback=lambda s: calls.append(s["iteration"]) or {"stop": True})
@@ -711,9 +728,9 @@ def test_callback_state_names_the_method_and_counts_iterations(name):
     if name == "fk_steering":
         knobs["interval"] = 1
     states = []
-    rs.METHODS[name](model, FunctionReward(lambda x, c: x.sum(1), "sum"), progress=False,
-                     callback=lambda s: states.append(dict(s)), **knobs)
-    assert all(set(s) == CALLBACK_KEYS[name] and s["method"] == name for s in states)
+    result = rs.METHODS[name](model, FunctionReward(lambda x, c: x.sum(1), "sum"), progress=False,
+                              callback=lambda s: states.append(dict(s)), **knobs)
+    assert result.method == name and all(set(s) == CALLBACK_KEYS[name] and s["method"] == name for s in states)
     steps = [s["iteration"] for s in states]
     expected = {"reno": [0, 1, 2, 3], "zero_order_search": [1, 2, 3], "best_of_n": [0, 1, 2], "random_search": [0, 1, 2],
                 "svdd": [0, 1, 2], "trajectory_best_of_n": [4]}.get(name, [0, 1, 2, 3, 4])
@@ -783,7 +800,8 @@ def test_every_check_names_its_method(name, flow, tiny_unrolled, brightness):
              (dict(n=2, budget=rs.Budget(reward_calls=1)), rf"^{name}: the budget \(reward_calls=1\) is smaller"),
              (dict(heldout=[brightness]), rf"^{name}: heldout must be a dict")]
     if name in ("reno", "zero_order_search"):
-        cases.append((dict(noise=torch.zeros(2, 5)), rf"^{name}: noise must be a \(B, 2, 28, 28\) tensor"))
+        cases.append((dict(noise=torch.zeros(2, 5)), rf"^{name}: noise must be a \(B, 2, 28, 28\) tensor.*got \(2, 5\)$"))
+        cases.append((dict(noise=[0.0]), rf"^{name}: noise must be a .*got list$"))
     if name in ("reno", "das", "reward_guidance"):
         frozen = FunctionReward(lambda x, c: x.mean((1, 2, 3)), "frozen", differentiable=False)
         cases.append((dict(reward=frozen), rf"^{name} needs a differentiable reward and 'frozen' is not"))
@@ -795,7 +813,8 @@ def test_every_check_names_its_method(name, flow, tiny_unrolled, brightness):
         with pytest.raises(rs.RewardsteerError, match=match):
             method(model, reward, progress=False, **knobs)
     if one_step:
-        with pytest.raises(rs.RewardsteerError, match=r"costs 6 nfe"):  # n = 2 outputs at 3 NFE each
+        what = {"reno": "samples", "zero_order_search": "pivots"}.get(name, "candidates")
+        with pytest.raises(rs.RewardsteerError, match=rf": n=2 {what} \(3 NFE each\) costs 6 nfe"):  # 2 outputs at 3 NFE
             method(model, brightness, n=2, budget=rs.Budget(nfe=5), progress=False, **extra)
 
 
@@ -806,3 +825,113 @@ def test_reno_keeps_fp32_master_noise_for_a_bfloat16_generator():
     assert result.samples.dtype == torch.bfloat16 and result.noises.dtype == torch.float32
     assert result.initial_samples.dtype == torch.bfloat16
 
+
+
+class ThreeNFE(Identity):
+    nfe_per_call = 3
+
+
+@pytest.mark.parametrize("budget, stopped", [(dict(nfe=17), "budget:nfe"), (dict(reward_calls=5), "budget:reward_calls"),
+                                             (dict(backward=3), "budget:backward")])
+def test_reno_makes_the_last_affordable_evaluation_the_final_one(budget, stopped):
+    """n = 2 at 3 NFE each: an evaluation costs 6 NFE and 2 reward calls, a step 2 backward passes. Each budget pays
+    for two evaluations and the step between them, not a third evaluation: so the second evaluation is the last,
+    with no backward pass after it, and the run says which bound stopped it."""
+    result = rs.reno(ThreeNFE(4), FunctionReward(lambda x, c: x.sum(1), "sum"), n=2, iters=5,
+                     budget=rs.Budget(**budget), progress=False)
+    assert result.stopped == stopped and result.method == "reno"
+    assert {k: result.spent[k] for k in ("nfe", "backward", "reward_calls")} == {"nfe": 12, "backward": 2,
+                                                                               "reward_calls": 4}
+    assert [row["iteration"] for row in result.trace] == [0, 1]
+
+
+def test_reno_passes_the_condition_and_logs_the_best_so_far():
+    seen = {"reward": [], "judge": []}
+
+    def reward(x, c):
+        seen["reward"].append(c)
+        return -(x - 1.0).pow(2).sum(1) + torch.sin(5 * x).sum(1)  # bumpy: not every step improves
+
+    def judge(x, c):
+        seen["judge"].append(c)
+        return x.sum(1)
+
+    scores = []
+    result = rs.reno(Identity(3), FunctionReward(reward, "bumpy"), cond=7, n=3, iters=6, lr=0.8, progress=False,
+                     heldout={"judge": judge}, callback=lambda s: scores.append(s["scores"].detach().clone()))
+    for c in seen["reward"] + seen["judge"]:
+        assert torch.equal(torch.as_tensor(c).expand(3), torch.full((3,), 7))
+    running = torch.cummax(torch.stack(scores), 0).values  # (iters + 1, n): each sample's best so far
+    assert [row["best"] for row in result.trace] == pytest.approx(running.mean(1).tolist(), rel=1e-6)
+    assert any(row["best"] > row["score"] + 1e-6 for row in result.trace)  # the best is not just the current
+
+
+class NanGradForFirst(torch.autograd.Function):
+    """Identity forward; the first sample's gradient comes back NaN (its score stays finite)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        g[0] = float("nan")
+        return g
+
+
+def test_reno_keeps_the_noise_of_a_sample_whose_gradient_is_not_finite():
+    seen = []
+    result = rs.reno(Identity(4), FunctionReward(lambda x, c: NanGradForFirst.apply(x).sum(1), "nan-grad"), n=2,
+                     iters=3, progress=False, callback=lambda s: seen.append(s["z"].detach().clone()))
+    assert all(torch.equal(z[0], seen[0][0]) for z in seen) and not torch.equal(seen[-1][1], seen[0][1])
+    assert result.spent["skipped"] == 3 and [row["skipped"] for row in result.trace] == [1, 1, 1, 0]
+
+
+class CondShift(Identity):
+    """G(z, c) = z + c for a (B, d) condition, so each candidate must carry its own pivot's row."""
+
+    def forward(self, z, cond=None):
+        return z + self.anchor + (0.0 if cond is None else cond)
+
+
+def test_zero_order_search_carries_each_pivots_condition_and_logs_its_rows():
+    cond = torch.tensor([[4.0, 0.0, 0.0], [-4.0, 0.0, 0.0]])
+    seen, best = [], []
+    result = rs.zero_order_search(
+        CondShift(3), FunctionReward(lambda x, c: -(x - 2 * c).pow(2).sum(1), "towards-2c", differentiable=False),
+        cond=cond, n=2, iters=3, neighbours=3, cosine=0.5, progress=False,
+        heldout={"judge": lambda x, c: seen.append(c) or x[:, 0]}, callback=lambda s: best.append(s["scores"].clone()))
+    assert result.method == "zero_order_search" and all(torch.equal(c, cond) for c in seen)
+    torch.testing.assert_close(result.samples, result.noises + cond)
+    assert [row["iteration"] for row in result.trace] == [0, 1, 2, 3]
+    assert result.trace[0]["best"] == pytest.approx(result.trace[0]["score"])
+    assert [row["best"] for row in result.trace[1:]] == pytest.approx([float(b.mean()) for b in best])
+    zero_d = rs.zero_order_search(Identity(3), FunctionReward(lambda x, c: x.sum(1) * c, "scaled"),
+                                  cond=torch.tensor(2.0), n=2, iters=1, neighbours=2, progress=False)
+    torch.testing.assert_close(zero_d.scores, 2.0 * zero_d.samples.sum(1))
+
+
+@pytest.mark.parametrize("budget", [dict(nfe=40), dict(reward_calls=13)])
+def test_zero_order_search_runs_whole_iterations_only(budget):
+    """n = 2 pivots, 3 neighbours, 3 NFE per call: the start costs 2 evaluations (6 NFE), an iteration 6 (18 NFE).
+    40 NFE or 13 reward calls pay for the start and one iteration (24 NFE, 8 calls), not a second (42, 14)."""
+    result = rs.zero_order_search(ThreeNFE(4), FunctionReward(lambda x, c: x.sum(1), "sum"), n=2, iters=5,
+                                  neighbours=3, budget=rs.Budget(**budget), progress=False)
+    assert result.stopped == f"budget:{next(iter(budget))}" and len(result.trace) == 2
+    assert (result.spent["nfe"], result.spent["reward_calls"]) == (24, 8)
+
+
+@pytest.mark.parametrize("knob", ["iters", "neighbours", "batch_size"])
+def test_zero_order_search_counts_must_be_positive(knob):
+    with pytest.raises(rs.RewardsteerError, match=rf"^zero_order_search: {knob} must be a positive integer, got 0"):
+        rs.zero_order_search(Identity(3), FunctionReward(lambda x, c: x.sum(1), "sum"), progress=False, **{knob: 0})
+
+
+def test_sphere_neighbours_keep_the_pivots_dtype():
+    pivot = torch.randn(2, 5, dtype=torch.float64)
+    out = sphere_neighbours(pivot, 3, 0.9, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float64
+    cos = torch.nn.functional.cosine_similarity(out, pivot[:, None], dim=-1)
+    torch.testing.assert_close(cos, torch.full((2, 3), 0.9, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert sphere_neighbours(pivot.to(torch.bfloat16), 3, 0.9, torch.Generator()).dtype == torch.bfloat16

@@ -97,16 +97,20 @@ def test_toy_sampler_is_the_mixture():
 def test_nan_reward_gives_zero_weight_never_nan():
     toy = GaussianMixtureFlow(**TOY_1D, num_steps=10)
 
+    nans = []
+
     def holey(x, c=None):  # NaN for every particle right of 2.0
         r = x[:, 0]
+        nans.append(int((r > 2.0).sum()))
         return torch.where(r > 2.0, torch.full_like(r, float("nan")), r)
 
     for method, knobs in ((rs.fk_steering, dict(lam=1.0, potential="diff", interval=1)), (rs.das, dict(alpha=1.0))):
+        nans.clear()
         result, state = final_state(method, toy, FunctionReward(holey, "holey"), n=8, particles=16, seed=0, **knobs)
         assert not torch.isnan(state["log_weights"]).any() and not torch.isnan(state["log_z"]).any()
         nan_final = state["particles"][..., 0] > 2.0
         assert nan_final.any() and (state["log_weights"][nan_final] == -math.inf).all()
-        assert result.spent["skipped"] >= int(nan_final.sum())
+        assert result.spent["skipped"] == sum(nans) >= int(nan_final.sum())  # every NaN score, each step
         assert torch.isfinite(result.scores).all()
 
 

@@ -109,7 +109,7 @@ class Family:
 # tests/test_overopt.py recomputes it from the data.
 MNIST_MEAN_INK = (0.173, 0.076, 0.148, 0.141, 0.121, 0.128, 0.137, 0.114, 0.150, 0.122)
 
-QUICK = Config(seeds=2, bon_pool=256, calib=128, reno_n=4, reno_iters=6, bt_pairs=300, bt_epochs=2, bt_eval_pairs=100)
+QUICK = Config(seeds=2, bon_pool=128, calib=64, reno_n=4, reno_iters=6, bt_pairs=200, bt_epochs=2, bt_eval_pairs=100)
 
 
 class GoldReward(Reward):

@@ -74,17 +74,15 @@ def zero_order_search(generator, reward, *, cond: Any = None, n: int = 1, iters:
     bar = tqdm(total=iters, disable=not progress, desc="zero_order_search", leave=False)
 
     def loop():
-        if meter.units_that_fit(n, nfe=generator.nfe_per_call, reward_calls=1) < n:
-            return meter.stop_reason(nfe=n * generator.nfe_per_call, reward_calls=n) or "budget"
-        x, obj, members = generate_and_score(generator, reward, pivots, cond, meter, batch_size)
+        x, obj, members = generate_and_score(generator, reward, pivots, cond, meter, batch_size)  # fits: check_budget
         held = score_heldout(heldout, x, cond, meter)
         initial.update(samples=x, scores=obj, heldout=held)
         best.update(obj, x, pivots, members, held)
         trace.append(trace_entry(0, meter, obj, members, held, best=best.scores))
         for it in range(1, iters + 1):
-            cost = n * neighbours
-            if meter.units_that_fit(cost, nfe=generator.nfe_per_call, reward_calls=1) < cost:
-                return meter.stop_reason(nfe=cost * generator.nfe_per_call, reward_calls=cost) or "budget"
+            cost = n * neighbours  # a whole iteration or none: every pivot gets its neighbours
+            if (reason := meter.stop_reason(nfe=cost * npc, reward_calls=cost)) is not None:
+                return reason
             cand = sphere_neighbours(best.noises, neighbours, cosine, rng)  # (n, K, ...)
             flat = cand.flatten(0, 1)
             x, obj, members = generate_and_score(generator, reward, flat, expanded_cond, meter, batch_size)
