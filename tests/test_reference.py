@@ -13,6 +13,7 @@ from rewardsteer.core import FunctionReward
 from rewardsteer.methods.common import BestPerSlot, finite_or_neg_inf, trace_entry
 from rewardsteer.methods.reno import clip_per_sample, prior_nll
 from rewardsteer.methods.search import sphere_neighbours
+from rewardsteer.rewards import Ensemble
 from rewardsteer.smc.das import DASKernel
 from rewardsteer.smc.driver import log_p_over_q, pick_per_slot
 from rewardsteer.smc.fk import FKKernel
@@ -935,3 +936,53 @@ def test_sphere_neighbours_keep_the_pivots_dtype():
     cos = torch.nn.functional.cosine_similarity(out, pivot[:, None], dim=-1)
     torch.testing.assert_close(cos, torch.full((2, 3), 0.9, dtype=torch.float64), atol=1e-6, rtol=0)
     assert sphere_neighbours(pivot.to(torch.bfloat16), 3, 0.9, torch.Generator()).dtype == torch.bfloat16
+
+
+def test_svdd_passes_conditions_keeps_members_and_is_seeded():
+    toy = GaussianMixtureFlow(**TOY, num_steps=3)  # steps 0 and 1 stochastic, the last lands on x̂0
+    cond = torch.tensor([3, 7])
+    seen = {"reward": [], "judge": []}
+
+    def first(x, c):
+        seen["reward"].append(c.clone())
+        return x[:, 0]
+
+    ens = Ensemble({"a": FunctionReward(first, "a"), "b": FunctionReward(lambda x, c: -x[:, 0].abs(), "b")})
+    judge = {"judge": lambda x, c: seen["judge"].append(c.clone()) or x[:, 0]}
+    result = rs.svdd(toy, ens, cond=cond, n=2, particles=3, alpha=0.5, seed=4, progress=False, heldout=judge)
+    per_candidate = cond.repeat_interleave(3)
+    assert [c.tolist() for c in seen["reward"]] == [per_candidate.tolist()] * 2 + [cond.tolist()]
+    assert seen["judge"] and all(torch.equal(c, cond) for c in seen["judge"])
+    torch.testing.assert_close(result.member_scores["a"], result.samples[:, 0].float())
+    torch.testing.assert_close(result.member_scores["b"], -result.samples[:, 0].abs().float())
+    assert [row["iteration"] for row in result.trace] == [0, 1, 3]
+    again = rs.svdd(toy, ens, cond=cond, n=2, particles=3, alpha=0.5, seed=4, progress=False)
+    other = rs.svdd(toy, ens, cond=cond, n=2, particles=3, alpha=0.5, seed=5, progress=False)
+    assert torch.equal(again.samples, result.samples) and not torch.equal(other.samples, result.samples)
+
+
+@pytest.mark.parametrize("budget, stopped", [(dict(nfe=13), "budget:nfe"), (dict(reward_calls=11), "budget:reward_calls")])
+def test_svdd_stops_before_a_step_it_cannot_pay_for(budget, stopped):
+    """n = 2 chains, 3 candidates: the start costs 2 NFE, a step 6 NFE and 6 reward calls; these budgets pay for
+    the start and one step, not a second."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    result = rs.svdd(toy, FunctionReward(lambda x, c: x[:, 0], "x"), n=2, particles=3, budget=rs.Budget(**budget),
+                     progress=False)
+    assert result.stopped == stopped and (result.spent["nfe"], result.spent["reward_calls"]) == (8, 6)
+    with pytest.raises(rs.RewardsteerError, match=r"^svdd: the budget \(nfe=7\) .*: the start and one step of "
+                                                  r"n·particles = 6 candidates costs 8 nfe"):
+        rs.svdd(toy, FunctionReward(lambda x, c: x[:, 0], "x"), n=2, particles=3, budget=rs.Budget(nfe=7))
+    with pytest.raises(rs.RewardsteerError, match=r"^svdd stopped \(budget:seconds\) before any candidate was scored"):
+        rs.svdd(toy, FunctionReward(lambda x, c: x[:, 0], "x"), n=2, particles=3, budget=rs.Budget(seconds=1e-9),
+                progress=False)
+    with pytest.raises(rs.RewardsteerError, match="^svdd: chunk must be a positive integer, got 0"):
+        rs.svdd(toy, FunctionReward(lambda x, c: x[:, 0], "x"), chunk=0, progress=False)
+
+
+def test_svdd_on_a_deterministic_sampler_is_its_ode_sample():
+    ode = GaussianMixtureFlow(**TOY, num_steps=4, eta=0.0)
+    result = rs.svdd(ode, FunctionReward(lambda x, c: x[:, 0], "x"), n=3, particles=2, progress=False)
+    torch.testing.assert_close(result.samples, ode.sample(result.noises, None))
+    assert result.spent["reward_calls"] == 3  # no step had candidates to score: only the final samples
+    assert torch.equal(result.initial_samples, result.samples)  # (this crashed with a KeyError before)
+    assert result.spent["nfe"] == 12  # the ODE's own 4 per sample (each step's x̂0 was stale before)

@@ -66,9 +66,15 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
         st.x0 = evaluate(sampler, reward, st.x, 0, cond, meter, chunk, scored=False).x0
         for i in range(steps):
             dist = sampler.distribution(st.x, i, st.x0)
-            if dist.deterministic:  # every candidate would be the same
-                st.x = dist.sample(None)
+            if dist.deterministic:  # every candidate would be the same: take the step
+                moved, st.x = st.x, dist.sample(None)
                 bar.update(1)
+                # x̂0 afresh for a state that moved (an ODE step; a masked state that stays keeps its x̂0), except
+                # after the last step, where x is the sample itself
+                if i + 1 < steps and not torch.equal(moved, st.x):
+                    if (reason := meter.stop_reason(nfe=b)) is not None:
+                        return reason
+                    st.x0 = evaluate(sampler, reward, st.x, i + 1, cond, meter, chunk, scored=False).x0
                 continue
             if (reason := meter.stop_reason(nfe=b * m, reward_calls=b * m)) is not None:
                 return reason
@@ -106,8 +112,10 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
         meter.skipped += int((~torch.isfinite(r)).sum())
         st.last = st.final = SimpleNamespace(samples=samples, r=r.detach().double(),
                                              members={k: v.detach().float() for k, v in members.items()})
-        trace.append(trace_entry(steps, meter, r, members, score_heldout(heldout, samples, cond, meter),
-                                 final=True))
+        held = score_heldout(heldout, samples, cond, meter)
+        if not initial:  # no stochastic step (e.g. eta = 0): nothing was chosen, these are the plain samples
+            initial.update(samples=samples, scores=r.detach().float(), heldout=held)
+        trace.append(trace_entry(steps, meter, r, members, held, final=True))
         return "completed"
 
     def finish(stopped):
