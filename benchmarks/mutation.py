@@ -125,6 +125,11 @@ EQUIVALENT: dict[str, str] = {
     **{_RENO + str(i): "zero_grad(set_to_none=False) zeroes the gradient in place; backward then writes the same "
        "values" for i in (212, 213)},
     _RENO + "267": "the progress bar's count only",
+    **{f"rewardsteer.methods.best_of_n.x_best_of_n__mutmut_{i}": _CPU for i in (80, 81)},
+    **{f"rewardsteer.methods.best_of_n.x_best_of_n__mutmut_{i}": "reached only when no candidate fits, so any unit "
+       "cost names the same exhausted bound and the fallback string is never used" for i in (107, 108, 109)},
+    **{f"rewardsteer.methods.best_of_n.x_best_of_n__mutmut_{i}": "slice(None, k) and slice(k) are slice(0, k)"
+       for i in (130, 132)},
     "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
     **{f"rewardsteer.methods.common.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
        for i in (9, 20)},

@@ -986,3 +986,56 @@ def test_svdd_on_a_deterministic_sampler_is_its_ode_sample():
     assert result.spent["reward_calls"] == 3  # no step had candidates to score: only the final samples
     assert torch.equal(result.initial_samples, result.samples)  # (this crashed with a KeyError before)
     assert result.spent["nfe"] == 12  # the ODE's own 4 per sample (each step's x̂0 was stale before)
+
+
+DEPRECATED = [  # (method, old keywords, what the warning says to use instead)
+    ("best_of_n", dict(k=2, n=6), "k", "n= (outputs kept) and candidates= (drawn)"),
+    ("random_search", dict(rounds=2), "rounds", "iters"),
+    ("random_search", dict(candidates_per_round=3), "candidates_per_round", "candidates"),
+    ("random_search", dict(k=2), "k", "n"),
+]
+
+
+@pytest.mark.parametrize("name, knobs, old, new", DEPRECATED)
+def test_old_spellings_name_the_new_ones_and_point_at_the_caller(name, knobs, old, new):
+    with pytest.warns(DeprecationWarning) as caught:
+        rs.METHODS[name](Identity(3), FunctionReward(lambda x, c: x.sum(1), "sum"), progress=False, **knobs)
+    (w,) = [w for w in caught if w.category is DeprecationWarning]
+    assert str(w.message) == f"{name}({old}=...) is deprecated and will be removed in the next release: use {new}"
+    assert w.filename == __file__  # the warning points at the line that used the old name
+
+
+@pytest.mark.parametrize("old, new", [("rounds", "iters"), ("candidates_per_round", "candidates"), ("k", "n")])
+def test_random_search_refuses_a_knob_given_twice_by_name(old, new):
+    with pytest.raises(rs.RewardsteerError, match=rf"^random_search: pass only one of the new name and its old "
+                                                  rf"spelling '{old}'$"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rs.random_search(Identity(3), FunctionReward(lambda x, c: x.sum(1), "sum"), progress=False,
+                         **{old: 2, new: 2})
+
+
+@pytest.mark.parametrize("name", ["best_of_n", "random_search"])
+def test_candidate_search_contracts(name):
+    """A shared condition reaches the reward and the judges; a per-output condition is refused; a non-differentiable
+    reward is fine; the initial samples are the first n candidates drawn; one trace row per batch."""
+    seen, drawn = [], []
+    frozen = FunctionReward(lambda x, c: seen.append(c) or x.sum(1) * c, "frozen", differentiable=False)
+    knobs = dict(n=2, candidates=4, batch_size=3) if name == "best_of_n" else dict(n=2, iters=2, candidates=4)
+    result = rs.METHODS[name](Identity(3), frozen, cond=3, progress=False, heldout={"judge": frozen},
+                              callback=lambda s: drawn.append(s["samples"].clone()), **knobs)
+    assert seen and all(int(c) == 3 for c in seen)
+    assert torch.equal(result.initial_samples, drawn[0][:2]) and [row["iteration"] for row in result.trace] == [0, 1]
+    with pytest.raises(rs.RewardsteerError, match=rf"^{name} draws every candidate for one shared condition"):
+        rs.METHODS[name](Identity(3), frozen, cond=[3, 7], progress=False, **knobs)
+    for knob in ("candidates", "batch_size" if name == "best_of_n" else "iters"):
+        with pytest.raises(rs.RewardsteerError, match=rf"^{name}: {knob} must be a positive integer, got 0"):
+            rs.METHODS[name](Identity(3), frozen, progress=False, **{**knobs, knob: 0})
+
+
+def test_random_search_may_keep_every_candidate_and_best_of_n_spends_reward_calls_exactly():
+    exact = rs.random_search(Identity(3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=4, iters=2, candidates=2,
+                             progress=False)  # iters·candidates = n: every candidate is kept
+    assert len(exact.samples) == 4
+    result = rs.best_of_n(ThreeNFE(3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=1, candidates=8, batch_size=4,
+                          budget=rs.Budget(reward_calls=5), progress=False)
+    assert result.stopped == "budget:reward_calls" and (result.spent["reward_calls"], result.spent["nfe"]) == (5, 15)
