@@ -130,11 +130,23 @@ EQUIVALENT: dict[str, str] = {
        "cost names the same exhausted bound and the fallback string is never used" for i in (107, 108, 109)},
     **{f"rewardsteer.methods.best_of_n.x_best_of_n__mutmut_{i}": "slice(None, k) and slice(k) are slice(0, k)"
        for i in (130, 132)},
+    **{f"rewardsteer.flow.{n}": _CPU for n in (
+        "x_class_labels__mutmut_4", "x_class_labels__mutmut_8", "x_class_labels__mutmut_12",
+        "x_class_labels__mutmut_15", "x_mixture_weights__mutmut_6", "x_mixture_weights__mutmut_8",
+        "xǁFlowSamplerǁvelocity__mutmut_18", "xǁFlowSamplerǁvelocity__mutmut_32", "xǁFlowSamplerǁvelocity__mutmut_46")},
+    **{f"rewardsteer.flow.x_class_labels__mutmut_{i}": "torch.full with an int fill value is int64 already"
+       for i in (5, 9)},
+    "rewardsteer.flow.xǁFlowSamplerǁvelocity__mutmut_51": "torch.cat promotes the int64 one-hot to the float weights",
+    "rewardsteer.flow.xǁFlowSamplerǁvelocity__mutmut_55": "one_hot's default width is max + 1 = 11 = y.shape[1]: "
+                                                         "the null class is the largest label",
     "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
     **{f"rewardsteer.methods.common.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
        for i in (9, 20)},
     **{f"rewardsteer.smc.das.x_das__mutmut_{i}": "getattr's default is never used: the checked sampler is a Sampler, "
        "whose class sets `continuous`" for i in (23, 26, 29)},
+    **{f"rewardsteer.smc.guidance.x_reward_guidance__mutmut_{i}": "getattr's default is never used: the checked "
+       "sampler is a Sampler, whose class sets `continuous`" for i in (17, 20, 23)},
+    "rewardsteer.smc.guidance.x_reward_guidance__mutmut_35": 'float("INF") is float("inf"): float() ignores case',
 }
 
 

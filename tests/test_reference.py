@@ -553,6 +553,9 @@ def test_mixture_prior_is_softmax_of_orthonormal_projections():
         assert w.shape == (6, 11) and (w[:, 10] == 0).all()
         torch.testing.assert_close(w[:, :10], torch.softmax(code.flatten(1) @ p.T / tau, 1))
     assert mixture_weights(code).max(1).values.mean() > mixture_weights(code, 1.0).max(1).values.mean()  # τ = 0.1
+    wide = mixture_weights(code.double())  # a float64 code gets float64 weights
+    assert wide.dtype == torch.float64
+    torch.testing.assert_close(wide.float(), mixture_weights(code), atol=1e-5, rtol=1e-4)
 
 
 def test_flow_sampler_guidance_prediction_and_code_channel():
@@ -569,6 +572,12 @@ def test_flow_sampler_guidance_prediction_and_code_channel():
     torch.testing.assert_close(s.velocity(x, t, None, code), 0.5 * x + t + 10 + 3.0 * (soft - 10))
     one = FlowSampler(LabelEcho(), num_steps=4, guidance=1.0)
     torch.testing.assert_close(one.velocity(x, t, 4), 0.5 * x + t + 4)  # guidance 1: the conditional model alone
+    two = FlowSampler(LabelEcho(), num_steps=4, guidance=2.0)
+    torch.testing.assert_close(two.velocity(x, t, 4), 0.5 * x + t + 10 + 2.0 * (4 - 10))
+    warm = FlowSampler(LabelEcho(), num_steps=4, guidance=3.0, temperature=1.0)  # the prior's temperature is used
+    soft_warm = (mixture_weights(code, 1.0) * torch.arange(11)).sum(1).view(2, 1, 1, 1)
+    torch.testing.assert_close(warm.velocity(x, t, None, code), 0.5 * x + t + 10 + 3.0 * (soft_warm - 10))
+    assert not torch.allclose(soft_warm, soft)
     state = torch.cat([x, code], 1)
     image, c = split_code(state)
     assert torch.equal(image, x) and torch.equal(c, code) and split_code(x)[1] is None
@@ -590,6 +599,8 @@ def test_class_labels_accept_none_ints_and_rows():
     assert class_labels(None, 3, "cpu").tolist() == [NULL_CLASS] * 3
     assert class_labels(4, 2, "cpu").tolist() == [4, 4]
     assert class_labels(torch.tensor([0, 10]), 2, "cpu").tolist() == [0, 10]
+    floats = class_labels(torch.tensor([3.0, 7.0]), 2, "cpu")  # float classes index the embedding as longs
+    assert floats.dtype == torch.long and floats.tolist() == [3, 7]
     for bad in (torch.tensor([1, 2, 3]), torch.tensor([-1, 2]), 11):
         with pytest.raises(rs.RewardsteerError, match="cond must be None"):
             class_labels(bad, 2, "cpu")
@@ -1039,3 +1050,23 @@ def test_random_search_may_keep_every_candidate_and_best_of_n_spends_reward_call
     result = rs.best_of_n(ThreeNFE(3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=1, candidates=8, batch_size=4,
                           budget=rs.Budget(reward_calls=5), progress=False)
     assert result.stopped == "budget:reward_calls" and (result.spent["reward_calls"], result.spent["nfe"]) == (5, 15)
+
+
+@pytest.mark.parametrize("step", ["variance", "constant"])
+def test_reward_guidance_first_step_moves_by_the_scaled_gradient(step):
+    """x_1 = m_0 + c·∇r(x̂0(x_0)) + s_0·ε with c = scale·s_0² (step="variance") or scale (step="constant"): the same
+    seed with scale 0 draws the same x_0 and ε, so the two x_1 differ by exactly the drift."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    reward = FunctionReward(lambda x, c: (x[:, 0] - 0.3) ** 2, "quadratic")  # a gradient that varies with x̂0
+    runs = {}
+    for scale in (0.0, 0.7):
+        seen = []
+        rs.reward_guidance(toy, reward, n=3, scale=scale, step=step, seed=1, progress=False,
+                           callback=lambda s: seen.append(s["particles"][:, 0].clone()))
+        runs[scale] = seen
+    x = runs[0.0][0].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(reward(toy.predict_x0(x, 0, None)).sum(), x)
+    std = toy.distribution(x.detach(), 0, toy.predict_x0(x.detach(), 0, None)).std
+    c = 0.7 * (std**2 if step == "variance" else 1.0)
+    assert torch.equal(runs[0.7][0], x.detach()) and float(std) not in (0.0, 1.0)
+    torch.testing.assert_close(runs[0.7][1] - runs[0.0][1], c * grad)
