@@ -60,7 +60,8 @@ MODULES: dict[str, tuple[list[str], list[str] | None]] = {
                                         "tests/test_api_polish.py::test_reward_guidance_refuses_what_it_cannot_do",
                                         *SMC_TESTS[-2:]], None),
     "masked": (["tests/test_discrete.py", "tests/test_reference.py"], None),
-    "molecules/rewards": (["tests/test_molecules.py", "tests/test_reference.py"], None),
+    "molecules/rewards": (["tests/test_molecules.py", "tests/test_reference.py", "tests/test_molecule_reward_contracts.py"],
+                          None),
     "flow": (["tests/test_sampler.py", "tests/test_reference.py",
               "tests/test_bundled_models.py::test_mixture_prior_is_differentiable_and_uniform_over_classes"],
              ["rewardsteer.flow.x_mixture_weights*", "rewardsteer.flow.x_split_code*", "rewardsteer.flow.x_class_labels*",
@@ -94,6 +95,7 @@ _DIM = "log-weights are always (B, K), so dim +1 is dim -1"
 _CPU = "on CPU: only the device argument changes"
 _CORE = "rewardsteer.smc.core."
 _RENO = "rewardsteer.methods.reno.x_reno__mutmut_"
+_MS, _UT = "rewardsteer.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.masked.xǁUnmaskTransitionǁ"
 EQUIVALENT: dict[str, str] = {
     **{_CORE + n: _DIM for n in ("x_ess__mutmut_7", "x_normalize__mutmut_6", "x_normalize__mutmut_16",
                                  "x_resample__mutmut_44", "xǁWeightsǁ_fold_epoch__mutmut_4")},
@@ -139,6 +141,22 @@ EQUIVALENT: dict[str, str] = {
     "rewardsteer.flow.xǁFlowSamplerǁvelocity__mutmut_51": "torch.cat promotes the int64 one-hot to the float weights",
     "rewardsteer.flow.xǁFlowSamplerǁvelocity__mutmut_55": "one_hot's default width is max + 1 = 11 = y.shape[1]: "
                                                          "the null class is the largest label",
+    **{f"{_MS}sample__mutmut_{i}": "the masked denoiser takes neither time nor condition: predict_x0 ignores both"
+       for i in (11, 12, 14, 15, 16, 43, 44, 46, 47, 48, 49)},
+    _MS + "sample__mutmut_5": "initial_state ignores its generator: the start is all [mask]",
+    _MS + "sample__mutmut_32": "a row whose every token changed had every token masked and now has none: its x̂0 is "
+                            "never read again",
+    **{f"{_MS}initial_state__mutmut_{i}": "torch.full with an int fill value is int64 already" for i in (10, 14)},
+    **{f"{_MS}initial_state__mutmut_{i}": _CPU for i in (11, 15)},
+    **{f"{_UT}draw_noise__mutmut_{i}": _CPU for i in (1, 4, 8)},
+    **{f"{_UT}log_prob__mutmut_{i}": _CPU for i in (39, 42)},
+    _UT + "log_prob__mutmut_77": "the log-probabilities are (N, L): dim +1 is dim -1",
+    **{f"{_UT}sample__mutmut_{i}": "u < 1 already (noise < 1, stay >= 0): the upper clamp never binds"
+       for i in (5, 7, 13, 14)},
+    _UT + "sample__mutmut_4": "a negative u belongs to a position that stays masked, whose drawn token is discarded",
+    _UT + "sample__mutmut_28": "x̂0's log-probabilities are normalized: cdf[..., -1] = 1, so u·cdf[-1] = u/cdf[-1]",
+    _UT + "sample__mutmut_35": "u·cdf[-1] < cdf[-1], so searchsorted never returns V: a larger clamp never binds",
+    _UT + "sample__mutmut_41": "noise >= stay and noise > stay differ only when a uniform equals stay exactly",
     "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
     **{f"rewardsteer.methods.common.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
        for i in (9, 20)},

@@ -1070,3 +1070,65 @@ def test_reward_guidance_first_step_moves_by_the_scaled_gradient(step):
     c = 0.7 * (std**2 if step == "variance" else 1.0)
     assert torch.equal(runs[0.7][0], x.detach()) and float(std) not in (0.0, 1.0)
     torch.testing.assert_close(runs[0.7][1] - runs[0.0][1], c * grad)
+
+
+# ---- masked diffusion (MDLM, Sahoo et al. 2024) ----------------------------------------------------------------------
+
+def test_masked_reverse_step_stays_masked_with_probability_s_over_t():
+    """Linear schedule α_t = 1 − t: q(z_s = [mask] | z_t = [mask]) = (1 − α_s)/(1 − α_t) = s/t (MDLM eq. 7)."""
+    from rewardsteer.toy import IndependentTokensToy
+
+    toy = IndependentTokensToy([[0.6, 0.3, 0.1]], num_steps=4)
+    x = toy.initial_state(2, None)
+    for i in range(4):
+        t, s = 1 - i / 4, 1 - (i + 1) / 4
+        assert toy.distribution(x, i, toy.predict_x0(x, i)).stay == pytest.approx(s / t)
+    assert toy.state_shape == (1,) and x.dtype == torch.long and torch.equal(toy.sample_noise(2, None), x)
+    from rewardsteer.masked import MaskedDiffusionSampler
+
+    weightless = MaskedDiffusionSampler(torch.nn.Identity(), length=3, num_steps=2, mask_id=5)  # no parameters
+    assert torch.equal(weightless.initial_state(2, None), torch.full((2, 3), 5))
+
+
+def test_unmask_transition_edges_and_the_last_token():
+    """Deterministic exactly when nothing is masked or nothing may unmask; noise None leaves the state; stay = 0
+    makes staying masked impossible and stay = 1 makes filling impossible; the last token of the vocabulary can be
+    drawn (it holds most of the mass here)."""
+    from rewardsteer.masked import UnmaskTransition
+
+    logp = torch.tensor([[[0.1, 0.1, 0.8, 0.0]]], dtype=torch.float64).log()  # tokens 0..2, [mask] = 3
+    masked, done = torch.tensor([[3]]), torch.tensor([[1]])
+    assert not UnmaskTransition(masked, logp, 0.5, 3).deterministic
+    assert UnmaskTransition(done, logp, 0.5, 3).deterministic and UnmaskTransition(masked, logp, 1.0, 3).deterministic
+    assert torch.equal(UnmaskTransition(masked, logp, 0.5, 3).sample(None), masked)
+    assert UnmaskTransition(masked, logp, 0.0, 3).log_prob(masked).item() == -math.inf
+    assert UnmaskTransition(masked, logp, 1.0, 3).log_prob(torch.tensor([[2]])).item() == -math.inf
+    assert UnmaskTransition(masked, logp, 1.0, 3).log_prob(masked).item() == 0.0
+    assert UnmaskTransition(done, logp, 0.5, 3).log_prob(done).item() == 0.0  # an unmasked token stays, surely
+    law = UnmaskTransition(masked, logp[:, :, :3].clone(), 0.0, 3).repeat(4000)  # no [mask] column at all
+    draws = law.sample(law.draw_noise(torch.Generator().manual_seed(0)))
+    share = (draws == 2).double().mean().item()
+    assert abs(share - 0.8) < 4.5 * math.sqrt(0.8 * 0.2 / 4000)
+
+
+def test_masked_sampler_calls_the_denoiser_only_for_rows_that_changed():
+    from rewardsteer.toy import IndependentTokensToy
+
+    toy = IndependentTokensToy([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]], num_steps=6)
+    rows = []
+    toy.denoiser.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    start = toy.initial_state(50, None)
+    start[:25, 0] = 2  # a given, partly unmasked start is kept
+    first = toy.sample(start.clone(), generator=torch.Generator().manual_seed(1))
+    assert (first[:25, 0] == 2).all()
+    calls = list(rows)
+    changed, x, gen = [50], start.clone(), torch.Generator().manual_seed(1)
+    for i in range(6):  # the plain loop: a fresh x̂0 for every row at every step
+        dist = toy.distribution(x, i, toy.predict_x0(x, i))
+        nxt = dist.sample(None if dist.deterministic else dist.draw_noise(gen))
+        moved = int((nxt != x).any(1).sum())
+        if i < 5 and moved:  # after the last step there is nothing left to predict
+            changed.append(moved)
+        x = nxt
+    assert torch.equal(first, x) and not (first == toy.mask_id).any()
+    assert calls == changed and len(calls) > 2  # the first call, then only the rows that changed
