@@ -234,21 +234,27 @@ def run_module(module: str, base: Path, log, quick: bool = False, retest: bool =
     if retest:  # mutmut re-maps tests to functions only for new tests: re-map all, edited tests included
         (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     if retest and (work / "mutants" / (module_path(module) + ".meta")).exists():
+        # first the mutants of functions edited since (mutmut re-runs only those), then last time's survivors
+        run_mutmut(work, only, log)
         last = score(module, work, 0.0, quick)
         survived = last["survived"] + last["equivalent_names"]  # equivalents too: one that is killed is not one
         if not survived:
             return score(module, work, 0.0, quick)
         only = survived
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     start = time.time()
-    proc = subprocess.run([mutmut_bin(), "run", "--max-children", "1", *(only or [])], cwd=work, env=env,
+    run_mutmut(work, only, log)
+    return score(module, work, time.time() - start, quick)
+
+
+def run_mutmut(work: Path, names: list[str] | None, log) -> None:
+    """`mutmut run` in a module's working directory, one worker, on `names` (globs) or every pending mutant."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run([mutmut_bin(), "run", "--max-children", "1", *(names or [])], cwd=work, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.time() - start
     log.write(proc.stdout)
     if proc.returncode != 0:
         lines = [x for x in proc.stdout.replace("\r", "\n").splitlines() if x.strip() and x.strip()[0] not in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"]
-        raise SystemExit(f"mutmut failed on {module} (exit {proc.returncode}); last output:\n" + "\n".join(lines[-40:]))
-    return score(module, work, seconds, quick)
+        raise SystemExit(f"mutmut failed in {work.name} (exit {proc.returncode}); last output:\n" + "\n".join(lines[-40:]))
 
 
 def statuses(module: str, work: Path, quick: bool = False) -> dict[str, str]:
