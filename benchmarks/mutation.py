@@ -95,6 +95,9 @@ _DIM = "log-weights are always (B, K), so dim +1 is dim -1"
 _CPU = "on CPU: only the device argument changes"
 _CORE = "rewardsteer.smc.core."
 _RENO = "rewardsteer.methods.reno.x_reno__mutmut_"
+_DRV = "rewardsteer.smc.driver."
+_ONE_DRAW = ("a single draw from the weights has the same law under every scheme (multinomial, or the inverse CDF of "
+             "one uniform), and the first of two draws has it too")
 _MS, _UT = "rewardsteer.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.masked.xǁUnmaskTransitionǁ"
 EQUIVALENT: dict[str, str] = {
     **{_CORE + n: _DIM for n in ("x_ess__mutmut_7", "x_normalize__mutmut_6", "x_normalize__mutmut_16",
@@ -157,6 +160,15 @@ EQUIVALENT: dict[str, str] = {
     _UT + "sample__mutmut_28": "x̂0's log-probabilities are normalized: cdf[..., -1] = 1, so u·cdf[-1] = u/cdf[-1]",
     _UT + "sample__mutmut_35": "u·cdf[-1] < cdf[-1], so searchsorted never returns V: a larger clamp never binds",
     _UT + "sample__mutmut_41": "noise >= stay and noise > stay differ only when a uniform equals stay exactly",
+    **{f"{_DRV}x_run_particles__mutmut_{i}": _CPU for i in (92, 94, 108, 110, 115, 119, 135, 138, 158, 162, 390, 393)},
+    _DRV + "x_run_particles__mutmut_120": "any seed drawn from the run's generator seeds the resampling stream alike",
+    **{f"{_DRV}x_run_particles__mutmut_{i}": "the held-out judges see each slot's best: with no weights passed, any "
+       "pick is the argmax" for i in (199, 205, 206)},
+    _DRV + "x_run_particles__mutmut_200": "the argmax pick never reads the generator",
+    **{f"{_DRV}x_run_particles__mutmut_{i}": "the mask only enters the trace as a mean: a float mask has the same one"
+       for i in (389, 392)},
+    _DRV + "x_run_particles__mutmut_598": "getattr's default None and False are both falsy",
+    **{f"{_DRV}x_pick_per_slot__mutmut_{i}": _ONE_DRAW for i in (22, 28, 29, 30)},
     "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
     **{f"rewardsteer.methods.common.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
        for i in (9, 20)},

@@ -1132,3 +1132,95 @@ def test_masked_sampler_calls_the_denoiser_only_for_rows_that_changed():
         x = nxt
     assert torch.equal(first, x) and not (first == toy.mask_id).any()
     assert calls == changed and len(calls) > 2  # the first call, then only the rows that changed
+
+
+# ---- the particle driver's contracts (smc/driver.py) ------------------------------------------------------------------
+
+PARTICLE_METHODS = ["fk_steering", "das", "trajectory_best_of_n", "reward_guidance"]
+
+
+@pytest.mark.parametrize("name", PARTICLE_METHODS)
+def test_particle_runs_pass_each_slots_condition_and_report_what_they_saw(name):
+    """Per-output conditions follow their slot's particles through chunked scoring, the final scoring and the judges;
+    trace rows carry the callback's ESS and log Z; the final callback shows the decoded samples; members and the
+    initial held-out scores belong to the samples they describe."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=3)
+    cond = torch.tensor([3, 7])
+    calls, judged, states = [], [], []
+
+    def scored(x, c):
+        calls.append(c.clone())
+        return x[:, 0] * 0.1
+
+    ens = Ensemble({"a": FunctionReward(scored, "a"), "b": FunctionReward(lambda x, c: -x[:, 0] ** 2, "b")})
+    knobs = dict(particles=3) if name != "reward_guidance" else dict(particles=3, scale=0.5)
+    result = rs.METHODS[name](toy, ens, cond=cond, n=2, chunk=4, seed=1, progress=False,
+                              heldout={"judge": lambda x, c: judged.append(c.clone()) or x[:, 0]},
+                              callback=lambda s: states.append({k: (v.clone() if torch.is_tensor(v) else v)
+                                                                for k, v in s.items() if k != "meter"}), **knobs)
+    flat, seen = cond.repeat_interleave(3), torch.cat(calls)
+    assert len(seen) % 6 == 0 and torch.equal(seen, flat.repeat(len(seen) // 6))  # chunks of 4 + 2, in order
+    assert judged and all(torch.equal(c, cond) for c in judged)
+    rows = [row for row in result.trace]
+    assert [row["iteration"] for row in rows] == [s["iteration"] for s in states]
+    for row, s in zip(rows, states):
+        assert row["ess"] == pytest.approx(float(s["ess"].mean())) and row["ess_min"] == pytest.approx(float(s["ess"].min()))
+        assert row["log_z"] == pytest.approx(float(s["log_z"].mean())) and row["final"] == s["final"]
+    assert [s["final"] for s in states][-1] and not any(s["final"] for s in states[:-1])
+    final = states[-1]["particles"]  # (B, K, d): the decoded samples, one of which each slot returns
+    assert all(any(torch.equal(result.samples[j], final[j, m]) for m in range(3)) for j in range(2))
+    torch.testing.assert_close(result.member_scores["b"], -result.samples[:, 0].float() ** 2)
+    torch.testing.assert_close(result.initial_heldout["judge"], result.initial_samples[:, 0], check_dtype=False)
+
+
+def test_particle_budgets_name_the_run_and_count_only_scored_work():
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    r = FunctionReward(lambda x, c: x[:, 0], "x")
+    with pytest.raises(rs.RewardsteerError, match=r"^trajectory_best_of_n: the budget \(nfe=7\) .*: the full run of "
+                                                  r"n·particles = 6 particles costs 24 nfe"):
+        rs.trajectory_best_of_n(toy, r, n=2, particles=3, budget=rs.Budget(nfe=7), progress=False)
+    with pytest.raises(rs.RewardsteerError, match=r"^das: the budget \(backward=5\) .*: the first scored step of "
+                                                  r"n·particles = 6 particles costs 6 backward"):
+        rs.das(toy, r, n=2, particles=3, budget=rs.Budget(backward=5), progress=False)
+    with pytest.raises(rs.RewardsteerError, match="^resampling must be one of"):
+        rs.fk_steering(toy, r, n=2, particles=3, resampling="bogus", progress=False)
+    # FK scoring every second step (interval 2: steps 0 and 2, then the final samples) needs 3 · 6 reward calls, not 5
+    fk = rs.fk_steering(toy, r, n=2, particles=3, interval=2, budget=rs.Budget(reward_calls=18), progress=False)
+    assert fk.stopped == "completed" and fk.spent["reward_calls"] == 18
+    # DAS differentiates on every scored step: 4 steps · 6 = 24 backward passes complete the run
+    das = rs.das(toy, r, n=2, particles=3, budget=rs.Budget(backward=24), progress=False)
+    assert das.stopped == "completed" and das.spent["backward"] == 24
+
+
+def test_particle_resampling_scheme_pick_and_seed_reach_the_run():
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    r = FunctionReward(lambda x, c: x[:, 0], "x")
+    knobs = dict(n=64, particles=8, lam=1.0, interval=1, seed=2, progress=False)
+    runs = {s: rs.fk_steering(toy, r, resampling=s, **knobs) for s in ("systematic", "multinomial")}
+    assert not torch.equal(runs["systematic"].samples, runs["multinomial"].samples)
+    again = rs.fk_steering(toy, r, resampling="systematic", **knobs)
+    assert torch.equal(again.samples, runs["systematic"].samples)  # resampling draws are seeded too
+    picks = {p: rs.das(toy, r, n=64, particles=4, alpha=0.3, pick=p, seed=5, progress=False) for p in ("best", "sample")}
+    assert not torch.equal(picks["best"].samples, picks["sample"].samples)  # "sample" draws from the final weights
+    assert (picks["best"].scores >= picks["sample"].scores).all()
+    for name in ("trajectory_best_of_n", "reward_guidance"):  # these never resample
+        result = rs.METHODS[name](toy, r, n=2, particles=3, progress=False)
+        assert all(row.get("resampled", 0.0) == 0.0 for row in result.trace)
+
+
+def test_das_first_step_drift_is_s_squared_times_lambda_over_alpha_times_the_gradient():
+    """Two DAS runs that differ only in α share x_0 and ε, so their x_1 differ by s_0²·(λ_1/α₁ − λ_1/α₂)·∇r."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    reward = FunctionReward(lambda x, c: (x[:, 0] - 0.3) ** 2, "quadratic")
+    runs = {}
+    for alpha in (0.5, 2.0):
+        seen = []
+        rs.das(toy, reward, n=3, particles=1, alpha=alpha, gamma=0.3, seed=1, progress=False,
+               callback=lambda s: seen.append(s["particles"][:, 0].clone()))
+        runs[alpha] = seen
+    x = runs[0.5][0].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(reward(toy.predict_x0(x, 0, None)).sum(), x)
+    std = toy.distribution(x.detach(), 0, toy.predict_x0(x.detach(), 0, None)).std
+    coef = DASKernel(0.5, 0.3, 4).guidance(0) - DASKernel(2.0, 0.3, 4).guidance(0)
+    assert coef != 0 and torch.equal(runs[2.0][0], x.detach())
+    torch.testing.assert_close(runs[0.5][1] - runs[2.0][1], std**2 * coef * grad)
