@@ -96,6 +96,8 @@ _CPU = "on CPU: only the device argument changes"
 _CORE = "rewardsteer.smc.core."
 _RENO = "rewardsteer.methods.reno.x_reno__mutmut_"
 _DRV = "rewardsteer.smc.driver."
+_MOL = "rewardsteer.molecules.rewards."
+_DECODER = "the vocabulary is only read to build a decoder, and one is given"
 _ONE_DRAW = ("a single draw from the weights has the same law under every scheme (multinomial, or the inverse CDF of "
              "one uniform), and the first of two draws has it too")
 _MS, _UT = "rewardsteer.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.masked.xǁUnmaskTransitionǁ"
@@ -147,8 +149,6 @@ EQUIVALENT: dict[str, str] = {
     **{f"{_MS}sample__mutmut_{i}": "the masked denoiser takes neither time nor condition: predict_x0 ignores both"
        for i in (11, 12, 14, 15, 16, 43, 44, 46, 47, 48, 49)},
     _MS + "sample__mutmut_5": "initial_state ignores its generator: the start is all [mask]",
-    _MS + "sample__mutmut_32": "a row whose every token changed had every token masked and now has none: its x̂0 is "
-                            "never read again",
     **{f"{_MS}initial_state__mutmut_{i}": "torch.full with an int fill value is int64 already" for i in (10, 14)},
     **{f"{_MS}initial_state__mutmut_{i}": _CPU for i in (11, 15)},
     **{f"{_UT}draw_noise__mutmut_{i}": _CPU for i in (1, 4, 8)},
@@ -169,6 +169,16 @@ EQUIVALENT: dict[str, str] = {
        for i in (389, 392)},
     _DRV + "x_run_particles__mutmut_598": "getattr's default None and False are both falsy",
     **{f"{_DRV}x_pick_per_slot__mutmut_{i}": _ONE_DRAW for i in (22, 28, 29, 30)},
+    **{f"{_MOL}x_gold_monitors__mutmut_{i}": _DECODER for i in (9, 14)},
+    **{f"{_MOL}x_reward__mutmut_{i}": _DECODER for i in (29, 35)},
+    **{f"{_MOL}x_reward__mutmut_{i}": "an oracle given no decoder makes its own from the same vocabulary: the same "
+       "scores (the shared memo only saves time)" for i in (36, 39)},
+    _MOL + "xǁMoleculeDecoderǁ__call____mutmut_11": "popitem(last=None) is popitem(last=False): None is falsy",
+    _MOL + "xǁMoleculeDecoderǁ__init____mutmut_1": "a memo one entry larger: the same molecules",
+    **{f"{_MOL}xǁOracleRewardǁscore__mutmut_{i}": "a list of Python floats becomes float32 by default"
+       for i in (13, 16)},
+    **{f"{_MOL}{n}": _CPU for n in ("xǁOracleRewardǁscore__mutmut_14", "xǁOracleRewardǁscore__mutmut_17",
+                                    "xǁValidityǁscore__mutmut_2", "xǁValidityǁscore__mutmut_4")},
     "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
     **{f"rewardsteer.methods.common.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
        for i in (9, 20)},

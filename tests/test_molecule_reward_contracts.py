@@ -44,3 +44,15 @@ def test_invalid_molecules_are_counted_across_calls():
     qed(empty)
     qed(empty[:1])
     assert qed.invalid == 3
+
+
+def test_a_given_vocabulary_is_the_one_used(ids):
+    """Rewards and monitors decode with the vocabulary they are given, not the bundled one: the same molecules in
+    another vocabulary's ids score the same."""
+    from rewardsteer.molecules.data import Vocabulary, to_tokens
+
+    vocab = Vocabulary.build([to_tokens(s, "selfies") for s in SMILES], "selfies", length=40)
+    own = vocab.encode(SMILES)
+    assert own.shape != ids.shape or not torch.equal(own, ids)  # really different ids
+    assert gold_monitors(vocab)["qed"](own).tolist() == pytest.approx(reward("qed")(ids).tolist(), abs=1e-6)
+    torch.testing.assert_close(reward("proxies-qed", vocab)(own), reward("proxies-qed")(ids))
