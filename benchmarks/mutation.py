@@ -97,6 +97,7 @@ _CORE = "rewardsteer.smc.core."
 _RENO = "rewardsteer.methods.reno.x_reno__mutmut_"
 _DRV = "rewardsteer.smc.driver."
 _MOL = "rewardsteer.molecules.rewards."
+_HFR = "rewardsteer.hf.rewards."
 _DECODER = "the vocabulary is only read to build a decoder, and one is given"
 _ONE_DRAW = ("a single draw from the weights has the same law under every scheme (multinomial, or the inverse CDF of "
              "one uniform), and the first of two draws has it too")
@@ -179,6 +180,17 @@ EQUIVALENT: dict[str, str] = {
        for i in (13, 16)},
     **{f"{_MOL}{n}": _CPU for n in ("xǁOracleRewardǁscore__mutmut_14", "xǁOracleRewardǁscore__mutmut_17",
                                     "xǁValidityǁscore__mutmut_2", "xǁValidityǁscore__mutmut_4")},
+    _HFR + "x__features__mutmut_1": "this transformers returns an output object from get_image_features, never a "
+                                    "bare tensor, so the tensor branch is not taken here",
+    **{f"{_HFR}xǁCLIPFeaturesǁ_embed__mutmut_{i}": "the embeddings are (B, D): normalize's default dim 1 and dim +1 "
+       "are dim -1" for i in (4, 7)},
+    _HFR + "xǁCLIPScoreǁscore__mutmut_12": "the products are (B, D): dim +1 is dim -1",
+    **{f"{_HFR}{n}": _CPU for n in ("xǁCLIPFeaturesǁimages__mutmut_13", "xǁCLIPFeaturesǁimages__mutmut_15",
+                                    "xǁCLIPFeaturesǁimages__mutmut_16", "xǁCLIPFeaturesǁload__mutmut_5",
+                                    "xǁCLIPFeaturesǁload__mutmut_8", "xǁCLIPHeadǁscore__mutmut_6",
+                                    "xǁCLIPHeadǁscore__mutmut_9", "xǁCLIPScoreǁscore__mutmut_6")},
+    _HFR + "xǁCLIPFeaturesǁimages__mutmut_14": "float64 images are preprocessed in float64 instead of float32, then "
+                                               "cast to the model's dtype: the same pixels to rounding",
     "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
     **{f"rewardsteer.methods.common.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
        for i in (9, 20)},

@@ -3,6 +3,7 @@ saved with save_pretrained and loaded back through rewardsteer's own loading cod
 
 import copy
 import json
+import warnings
 
 import pytest
 import torch
@@ -36,7 +37,7 @@ from rewardsteer.hf import (  # noqa: E402
     load_pipeline,
     suppress_concept,
 )
-from rewardsteer.hf.rewards import clip_preprocess  # noqa: E402
+from rewardsteer.hf.rewards import Suppress, clip_preprocess, hps_score, pickscore  # noqa: E402
 
 PROMPT = "a red cat"
 
@@ -329,6 +330,71 @@ def test_aesthetic_head_from_safetensors(features, tmp_path):
     save_file({"w.weight": torch.randn(1, 32)}, str(tmp_path / "wide.safetensors"))
     with pytest.raises(WeightsError, match="32-d features"):
         CLIPHead(features, MLPHead.from_safetensors(tmp_path / "wide.safetensors"))
+
+
+def test_clip_head_layers_in_natural_order_with_activations(features, tmp_path):
+    """Keys sort naturally (layers.10 after layers.2), 1-D '*weight' tensors (norms) are not layers, the activation
+    sits between layers but not after the last, and the loaded head is frozen and names its file."""
+    torch.manual_seed(0)
+    state = {"layers.2.weight": torch.randn(8, 16), "layers.2.bias": torch.randn(8), "norm.weight": torch.randn(8),
+             "layers.10.weight": torch.randn(1, 8), "layers.10.bias": torch.randn(1)}
+    save_file(state, str(tmp_path / "deep.safetensors"))
+    head = MLPHead.from_safetensors(tmp_path / "deep.safetensors", activation="gelu")
+    assert not any(p.requires_grad for p in head.parameters()) and len(head.layers) == 2
+    emb = torch.randn(3, 16)
+    hidden = torch.nn.functional.gelu(emb @ state["layers.2.weight"].T + state["layers.2.bias"])
+    torch.testing.assert_close(head(emb), (hidden @ state["layers.10.weight"].T + state["layers.10.bias"]).squeeze(1))
+    relu = MLPHead(state, activation="relu")
+    hidden = torch.relu(emb @ state["layers.2.weight"].T + state["layers.2.bias"])
+    torch.testing.assert_close(relu(emb), (hidden @ state["layers.10.weight"].T + state["layers.10.bias"]).squeeze(1))
+    with pytest.raises(WeightsError, match=r"^.*deep2\.safetensors: the last layer gives 8 outputs"):
+        save_file({"a.weight": torch.randn(8, 16)}, str(tmp_path / "deep2.safetensors"))
+        MLPHead.from_safetensors(tmp_path / "deep2.safetensors")
+    wide = CLIPHead(features, MLPHead(state).double())  # a float64 head scores float32 images
+    assert wide.differentiable and wide(torch.rand(2, 3, 16, 16)).dtype == torch.float32
+
+
+def test_clip_features_and_score_defaults(clip_dir, features, monkeypatch):
+    from rewardsteer.hf import rewards as hfr
+
+    plain = CLIPFeatures(features.model, features.tokenizer)
+    assert plain.checkpoint is False and CLIPFeatures(features.model, features.tokenizer, size=8).size == 8
+    assert not any(p.requires_grad for p in plain.model.parameters())
+    wide = CLIPFeatures.load(clip_dir, dtype=torch.float64, checkpoint=True)
+    assert wide.checkpoint is True and next(wide.model.parameters()).dtype == torch.float64
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(CLIPScore(wide, prompt=PROMPT)(x).float(), CLIPScore(features, prompt=PROMPT)(x),
+                               atol=1e-4, rtol=1e-4)
+    used = []
+    real = hfr.ckpt
+    monkeypatch.setattr(hfr, "ckpt", lambda *a, **k: used.append(k) or real(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's warning when use_reentrant is not given
+        wide.images(x.clone().requires_grad_(True))
+        wide.images(x)  # nothing to differentiate: no checkpoint
+        features.images(x.clone().requires_grad_(True))  # checkpointing off
+    assert used == [{"use_reentrant": False}]
+    score = CLIPScore(features, prompt=PROMPT)
+    assert score.name == "clip" and score.scale == 100.0
+    one = CLIPScore(features, image=x[0])  # a single (3, H, W) reference image
+    torch.testing.assert_close(one(x), CLIPScore(features, image=x[:1])(x))
+    assert pickscore(features).name == "pickscore" and hps_score(features).name == "hps"
+
+
+def test_clip_suppression_names_and_passes_the_condition(features):
+    x = torch.rand(3, 3, 16, 16)
+    text = suppress_concept(features, "a dog")
+    assert text.name == "not:a dog" and text.reward.name == "clip_a dog" and text.reward.prompt == "a dog"
+    image = suppress_concept(features, x[0])
+    assert image.name == "not:image" and image.reward.name == "clip_image" and image.reward.prompt is None
+    torch.testing.assert_close(image(x), -CLIPScore(features, image=x[:1])(x).clamp_min(0))
+    per_sample = Suppress(CLIPScore(features), margin=-1000.0)  # the prompt comes from the condition
+    torch.testing.assert_close(per_sample(x, "a dog"), -(CLIPScore(features)(x, "a dog") + 1000.0))
+    for q in (1, 100):
+        JPEGCompressibility(quality=q)
+    for q in (0, 101):
+        with pytest.raises(RewardsteerError, match="quality"):
+            JPEGCompressibility(quality=q)
 
 
 def test_jpeg_rewards_flat_images_and_suppression_composes(features, clip_reward):
