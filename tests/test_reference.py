@@ -2,6 +2,7 @@
 separate the right formula from its plausible neighbours (d from d − 1, v/α from v·α, max from current)."""
 
 import math
+import os
 import types
 import warnings
 
@@ -1013,7 +1014,8 @@ def test_old_spellings_name_the_new_ones_and_point_at_the_caller(name, knobs, ol
         rs.METHODS[name](Identity(3), FunctionReward(lambda x, c: x.sum(1), "sum"), progress=False, **knobs)
     (w,) = [w for w in caught if w.category is DeprecationWarning]
     assert str(w.message) == f"{name}({old}=...) is deprecated and will be removed in the next release: use {new}"
-    assert w.filename == __file__  # the warning points at the line that used the old name
+    if "MUTANT_UNDER_TEST" not in os.environ:  # (mutmut's trampoline adds a frame between caller and method)
+        assert w.filename == __file__  # the warning points at the line that used the old name
 
 
 @pytest.mark.parametrize("old, new", [("rounds", "iters"), ("candidates_per_round", "candidates"), ("k", "n")])
