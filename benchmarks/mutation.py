@@ -69,7 +69,8 @@ MODULES: dict[str, tuple[list[str], list[str] | None]] = {
               "rewardsteer.flow.xǁFlowSamplerǁtransition*"]),
     "hf/rewards": (["tests/test_hf.py", "tests/test_hf_flow.py::test_pickscore_and_hps_match_the_transformers_reference",
                     "-k", "clip or jpeg or aesthetic or pickscore"], None),
-    "hf/sampler": (["tests/test_hf.py", "-k", "sampler or step or transition or euler or generator_matches"], None),
+    "hf/sampler": (["tests/test_hf.py", "tests/test_hf_flow.py", "-k", "sampler or step or transition or euler or "
+                    "generator_matches or marginals or gradients or packing or reload"], None),
 }
 # the order of a full run: the examples first (each module's results are written as it finishes)
 ORDER = ["smc/das", "smc/fk", "aggregates", "smc/core", "budget", "methods/reno", "methods/search", "smc/svdd",
