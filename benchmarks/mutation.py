@@ -189,7 +189,7 @@ EQUIVALENT: dict[str, str] = {
     **{f"{_HFR}{n}": _CPU for n in ("xǁCLIPFeaturesǁimages__mutmut_13", "xǁCLIPFeaturesǁimages__mutmut_15",
                                     "xǁCLIPFeaturesǁimages__mutmut_16", "xǁCLIPFeaturesǁload__mutmut_5",
                                     "xǁCLIPFeaturesǁload__mutmut_8", "xǁCLIPHeadǁscore__mutmut_6",
-                                    "xǁCLIPHeadǁscore__mutmut_9", "xǁCLIPScoreǁscore__mutmut_6")},
+                                    "xǁCLIPScoreǁscore__mutmut_6")},
     _HFR + "xǁCLIPFeaturesǁimages__mutmut_14": "float64 images are preprocessed in float64 instead of float32, then "
                                                "cast to the model's dtype: the same pixels to rounding",
     "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
