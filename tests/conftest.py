@@ -68,6 +68,14 @@ class Identity(OneStepGenerator):
         return z + self.anchor
 
 
+class Costly(Identity):
+    """Identity with several NFE per call, so per-sample and per-call counts differ."""
+
+    def __init__(self, d, npc):
+        super().__init__(d)
+        self.nfe_per_call = npc
+
+
 @pytest.fixture
 def identity():
     return Identity()

@@ -17,7 +17,7 @@ from rewardsteer.core import FunctionReward
 from rewardsteer.result import Result
 from rewardsteer.smc.core import SCHEMES, resample
 from rewardsteer.toy import GaussianMixtureFlow, linear_reward
-from tests.conftest import Identity
+from tests.conftest import Costly, Identity
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 RUNS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -251,14 +251,6 @@ def test_peak_memory_reads_the_right_counter(monkeypatch):
 def linear(d):
     direction = torch.linspace(-1, 1, d)
     return FunctionReward(lambda z, c: z @ direction, "linear")
-
-
-class Costly(Identity):
-    """Identity with several NFE per call, so per-sample and per-call counts differ."""
-
-    def __init__(self, d, npc):
-        super().__init__(d)
-        self.nfe_per_call = npc
 
 
 @RUNS

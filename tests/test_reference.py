@@ -19,7 +19,7 @@ from rewardsteer.smc.das import DASKernel
 from rewardsteer.smc.driver import log_p_over_q, pick_per_slot
 from rewardsteer.smc.fk import FKKernel
 from rewardsteer.toy import GaussianMixtureFlow, linear_reward
-from tests.conftest import Identity
+from tests.conftest import Costly, Identity
 
 TOY = dict(weights=[0.7, 0.3], means=[-1.5, 1.5], stds=[0.5, 0.5])
 
@@ -840,17 +840,13 @@ def test_reno_keeps_fp32_master_noise_for_a_bfloat16_generator():
 
 
 
-class ThreeNFE(Identity):
-    nfe_per_call = 3
-
-
 @pytest.mark.parametrize("budget, stopped", [(dict(nfe=17), "budget:nfe"), (dict(reward_calls=5), "budget:reward_calls"),
                                              (dict(backward=3), "budget:backward")])
 def test_reno_makes_the_last_affordable_evaluation_the_final_one(budget, stopped):
     """n = 2 at 3 NFE each: an evaluation costs 6 NFE and 2 reward calls, a step 2 backward passes. Each budget pays
     for two evaluations and the step between them, not a third evaluation: so the second evaluation is the last,
     with no backward pass after it, and the run says which bound stopped it."""
-    result = rs.reno(ThreeNFE(4), FunctionReward(lambda x, c: x.sum(1), "sum"), n=2, iters=5,
+    result = rs.reno(Costly(4, 3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=2, iters=5,
                      budget=rs.Budget(**budget), progress=False)
     assert result.stopped == stopped and result.method == "reno"
     assert {k: result.spent[k] for k in ("nfe", "backward", "reward_calls")} == {"nfe": 12, "backward": 2,
@@ -929,7 +925,7 @@ def test_zero_order_search_carries_each_pivots_condition_and_logs_its_rows():
 def test_zero_order_search_runs_whole_iterations_only(budget):
     """n = 2 pivots, 3 neighbours, 3 NFE per call: the start costs 2 evaluations (6 NFE), an iteration 6 (18 NFE).
     40 NFE or 13 reward calls pay for the start and one iteration (24 NFE, 8 calls), not a second (42, 14)."""
-    result = rs.zero_order_search(ThreeNFE(4), FunctionReward(lambda x, c: x.sum(1), "sum"), n=2, iters=5,
+    result = rs.zero_order_search(Costly(4, 3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=2, iters=5,
                                   neighbours=3, budget=rs.Budget(**budget), progress=False)
     assert result.stopped == f"budget:{next(iter(budget))}" and len(result.trace) == 2
     assert (result.spent["nfe"], result.spent["reward_calls"]) == (24, 8)
@@ -1049,7 +1045,7 @@ def test_random_search_may_keep_every_candidate_and_best_of_n_spends_reward_call
     exact = rs.random_search(Identity(3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=4, iters=2, candidates=2,
                              progress=False)  # iters·candidates = n: every candidate is kept
     assert len(exact.samples) == 4
-    result = rs.best_of_n(ThreeNFE(3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=1, candidates=8, batch_size=4,
+    result = rs.best_of_n(Costly(3, 3), FunctionReward(lambda x, c: x.sum(1), "sum"), n=1, candidates=8, batch_size=4,
                           budget=rs.Budget(reward_calls=5), progress=False)
     assert result.stopped == "budget:reward_calls" and (result.spent["reward_calls"], result.spent["nfe"]) == (5, 15)
 
