@@ -382,9 +382,8 @@ def main(argv=None) -> int:
             if a.fresh:
                 shutil.rmtree(a.base / job(module, a.quick)[0], ignore_errors=True)
             try:
-                if a.rescore:
-                    old = results.get(module, {})
-                    r = score(module, a.base / job(module, a.quick)[0], old.get("seconds", 0.0), a.quick)
+                if a.rescore:  # its seconds are the cached run's, added below
+                    r = score(module, a.base / job(module, a.quick)[0], 0.0, a.quick)
                 else:
                     r = run_module(module, a.base, log, a.quick, retest=a.retest)
             except SystemExit as e:  # one module's failure (e.g. its clean test run) does not stop the others
