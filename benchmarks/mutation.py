@@ -46,7 +46,7 @@ MODULES: dict[str, tuple[list[str], list[str] | None]] = {
     "aggregates": (["tests/test_ensemble.py", "tests/test_properties.py", "-k", "not test_cli"], None),
     "rewards": (["tests/test_ensemble.py", "tests/test_reference.py", "tests/test_reward_contracts.py", "-k",
                  "not test_cli"], None),
-    "stacked": (["tests/test_ensemble.py", "-k", "not test_cli"], None),
+    "stacked": (["tests/test_stacked.py", "tests/test_ensemble.py", "-k", "not test_cli"], None),
     "methods/common": (METHODS_TESTS, None),
     "methods/best_of_n": (METHODS_TESTS, None),
     "methods/reno": (METHODS_TESTS, None),

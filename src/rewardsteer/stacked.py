@@ -129,7 +129,8 @@ def _step(node: fx.Node, nets: list[nn.Module]):
         fn = lambda env, x: arg(env, node.args[0])  # noqa: E731
     elif node.op == "call_module":
         mods = [n.get_submodule(node.target) for n in nets]
-        layer = _layer(mods, k)
+        src = node.args[0]  # a value used by this layer alone may be overwritten in place
+        layer = _layer(mods, k, sole_user=isinstance(src, fx.Node) and len(src.users) == 1)
         fn = lambda env, x: layer(arg(env, node.args[0]))  # noqa: E731
     elif node.op == "call_function" and node.target in ARITHMETIC and not node.kwargs:
         fn = lambda env, x: _arithmetic(node.target, [arg(env, a) for a in node.args])  # noqa: E731
@@ -139,14 +140,15 @@ def _step(node: fx.Node, nets: list[nn.Module]):
     return fn
 
 
-def _layer(mods: list[nn.Module], k: int) -> Callable:
-    """Module `mods[0]` (and its k − 1 twins) applied to a _Shared / _Channels / _Leading value."""
+def _layer(mods: list[nn.Module], k: int, sole_user: bool = False) -> Callable:
+    """Module `mods[0]` (and its k − 1 twins) applied to a _Shared / _Channels / _Leading value. `sole_user`: no
+    other node reads this layer's input, so an activation may overwrite it when no graph is recorded."""
     m = mods[0]
     if isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple):
         return _conv(mods, k)
     if isinstance(m, nn.Linear):
         return _linear(mods, k)
-    if isinstance(m, nn.ReLU):  # in place when no graph is recorded: one less wide tensor through the cache
+    if isinstance(m, nn.ReLU) and sole_user:  # in place when no graph is recorded: one less wide tensor in cache
         return lambda v: type(v)(torch.relu(v.t) if torch.is_grad_enabled() or isinstance(v, _Shared) else v.t.relu_())
     if isinstance(m, CHANNELWISE):
         return lambda v: type(v)(m(v.t))
@@ -250,10 +252,14 @@ def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def _signature(net: torch.nn.Module) -> tuple:
-    """What must match for two nets to share a stack: class, config, training mode, tensor shapes/dtypes/devices."""
-    config = json.dumps(getattr(net, "config", None), sort_keys=True, default=str)
+    """What must match for two nets to share a stack (one traced graph, one functional shell): every submodule's
+    class and plain attributes (training mode, strides, a config, flags its forward branches on) and every
+    tensor's name, shape, dtype and device."""
+    modules = tuple((name, type(m), json.dumps({a: v for a, v in vars(m).items() if not a.startswith("_")},
+                                               sort_keys=True, default=str))
+                    for name, m in net.named_modules())
     tensors = tuple((k, tuple(v.shape), v.dtype, str(v.device)) for k, v in net.state_dict().items())
-    return type(net), config, net.training, tensors
+    return modules, tensors
 
 
 def stack_members(members: Mapping[str, Any], wide: bool = True) -> list[tuple[list[str], StackedNets]]:
@@ -270,8 +276,9 @@ def scores_with_stacks(members: Mapping[str, Any], stacks, samples: torch.Tensor
     """Every member's (B,) score, stacked groups in one call each and the rest one by one, in member order."""
     out = {}
     for names, stack in stacks:
-        if hasattr(members[names[0]], "check_input"):  # a clear error before a torch shape error
-            members[names[0]].check_input(samples)
+        for name in names:  # a clear error before a torch shape error
+            if hasattr(members[name], "check_input"):
+                members[name].check_input(samples)
         outputs = stack(input_for(stack.nets[0], samples))  # (k, B, ...) one output per member
         for i, name in enumerate(names):
             out[name] = members[name].from_output(outputs[i], samples, cond)
