@@ -38,13 +38,14 @@ MIN_SCORE = 0.85
 # module -> (test files that cover it, mutant-name globs to restrict to or None for every function). mutmut runs a
 # mutant against only the tests that executed its function, so whole files cost little; slow tests that only
 # exercise the plumbing (CLI, benchmarks) are left out.
-METHODS_TESTS = ["tests/test_methods.py", "tests/test_reference.py", "tests/test_properties.py"]
-SMC_TESTS = ["tests/test_smc_methods.py", "tests/test_smc_toy.py", "tests/test_reference.py", "tests/test_discrete.py",
+REFERENCE = ["tests/test_reference.py", "tests/test_method_contracts.py"]  # formulas, and the contracts around them
+METHODS_TESTS = ["tests/test_methods.py", *REFERENCE, "tests/test_properties.py"]
+SMC_TESTS = ["tests/test_smc_methods.py", "tests/test_smc_toy.py", *REFERENCE, "tests/test_discrete.py",
              "tests/test_properties.py", "-k", "not test_cli and not benchmark"]
 MODULES: dict[str, tuple[list[str], list[str] | None]] = {
     "budget": (["tests/test_properties.py"], None),
     "aggregates": (["tests/test_ensemble.py", "tests/test_properties.py", "-k", "not test_cli"], None),
-    "rewards": (["tests/test_ensemble.py", "tests/test_reference.py", "tests/test_reward_contracts.py", "-k",
+    "rewards": (["tests/test_ensemble.py", *REFERENCE, "tests/test_reward_contracts.py", "-k",
                  "not test_cli"], None),
     "stacked": (["tests/test_stacked.py", "tests/test_ensemble.py", "-k", "not test_cli"], None),
     "methods/common": (METHODS_TESTS, None),
@@ -59,10 +60,10 @@ MODULES: dict[str, tuple[list[str], list[str] | None]] = {
     "smc/guidance": (SMC_TESTS[:-2] + ["tests/test_api_polish.py::test_reward_guidance_moves_samples_up_a_linear_reward",
                                         "tests/test_api_polish.py::test_reward_guidance_refuses_what_it_cannot_do",
                                         *SMC_TESTS[-2:]], None),
-    "masked": (["tests/test_discrete.py", "tests/test_reference.py"], None),
-    "molecules/rewards": (["tests/test_molecules.py", "tests/test_reference.py", "tests/test_molecule_reward_contracts.py"],
+    "masked": (["tests/test_discrete.py", *REFERENCE], None),
+    "molecules/rewards": (["tests/test_molecules.py", *REFERENCE, "tests/test_molecule_reward_contracts.py"],
                           None),
-    "flow": (["tests/test_sampler.py", "tests/test_reference.py",
+    "flow": (["tests/test_sampler.py", *REFERENCE,
               "tests/test_bundled_models.py::test_mixture_prior_is_differentiable_and_uniform_over_classes"],
              ["rewardsteer.flow.x_mixture_weights*", "rewardsteer.flow.x_split_code*", "rewardsteer.flow.x_class_labels*",
               "rewardsteer.flow.xǁFlowSamplerǁvelocity*", "rewardsteer.flow.xǁFlowSamplerǁpredict_x0*",

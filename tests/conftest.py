@@ -105,3 +105,6 @@ def run_cli(capsys):
         captured = capsys.readouterr()
         return Out(code, captured.out, captured.err)
     return call
+
+
+TOY = dict(weights=[0.7, 0.3], means=[-1.5, 1.5], stds=[0.5, 0.5])  # a 1-D two-Gaussian target for the toy flow
