@@ -70,8 +70,9 @@ MODULES: dict[str, tuple[list[str], list[str] | None]] = {
               "rewardsteer.flow.xǁFlowSamplerǁtransition*"]),
     "hf/rewards": (["tests/test_hf.py", "tests/test_hf_flow.py::test_pickscore_and_hps_match_the_transformers_reference",
                     "-k", "clip or jpeg or aesthetic or pickscore"], None),
-    "hf/sampler": (["tests/test_hf.py", "tests/test_hf_flow.py", "-k", "sampler or step or transition or euler or "
-                    "generator_matches or marginals or gradients or packing or reload"], None),
+    "hf/sampler": (["tests/test_hf_sampler_contracts.py", "tests/test_hf.py", "tests/test_hf_flow.py", "-k",
+                    "contracts or sampler or step or transition or euler or generator_matches or marginals or "
+                    "gradients or packing or reload or unsupported"], None),
 }
 # the order of a full run: the examples first (each module's results are written as it finishes)
 ORDER = ["smc/das", "smc/fk", "aggregates", "smc/core", "budget", "methods/reno", "methods/search", "smc/svdd",
@@ -104,7 +105,23 @@ _DECODER = "the vocabulary is only read to build a decoder, and one is given"
 _ONE_DRAW = ("a single draw from the weights has the same law under every scheme (multinomial, or the inverse CDF of "
              "one uniform), and the first of two draws has it too")
 _MS, _UT = "rewardsteer.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.masked.xǁUnmaskTransitionǁ"
+_ST = "rewardsteer.stacked."
+_TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
+_IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    **{_ST + n: _TWIN for n in ("x__conv__mutmut_2", "x__layer__mutmut_2", "x__vmapped__mutmut_9", "x__wide_network__mutmut_3",
+                                "x_scores_with_stacks__mutmut_15", "xǁStackedNetsǁ__init____mutmut_12")},
+    **{_ST + n: _IN_PLACE for n in ("x__step__mutmut_26", "x__step__mutmut_31", "x__layer__mutmut_24")},
+    **{_ST + n: "vars() of one class's instances list their attributes in one order (set by __init__)"
+       for n in ("x__signature__mutmut_5", "x__signature__mutmut_8", "x__signature__mutmut_14")},
+    _ST + "x__signature__mutmut_18": _CPU,
+    _ST + "x__conv__mutmut_30": "only an ill-formed net (a convolution of a flattened value) reaches it: it raises either way",
+    _ST + "x__conv__mutmut_41": "the input is 4-D here: shape[+2:] is shape[-2:]",
+    _ST + "x__linear__mutmut_40": "a _Channels value is always 4-D: `or dim == 3` adds no case",
+    _ST + "x__vmapped__mutmut_6": "the shell keeps a real copy of the weights: more memory, the same values",
+    _ST + "xǁStackedNetsǁ_wide_in_chunks__mutmut_11": _CPU,
+    **{_ST + f"xǁStackedNetsǁ_wide_in_chunks__mutmut_{i}": "a batch that fits one chunk splits into one part: the same "
+       "call and values, one extra copy" for i in (7, 9)},
     **{_CORE + n: _DIM for n in ("x_ess__mutmut_7", "x_normalize__mutmut_6", "x_normalize__mutmut_16",
                                  "x_resample__mutmut_44", "xǁWeightsǁ_fold_epoch__mutmut_4")},
     **{_CORE + n: _CPU for n in ("x_resample__mutmut_24", "x_resample__mutmut_27", "x_resample__mutmut_31",

@@ -73,10 +73,10 @@ def test_a_weightless_net_gives_every_member_the_same_output():
 class WithDefault(nn.Module):
     def __init__(self):
         super().__init__()
-        self.lin = nn.Linear(12, 2)
+        self.flat, self.lin = nn.Flatten(), nn.Linear(12, 2)
 
-    def forward(self, x, scale=2.0):
-        return self.lin(x.flatten(1)) * scale
+    def forward(self, x, scale=2.0):  # every layer known: only the input with a default is refused
+        return self.lin(self.flat(x)) * scale
 
 
 class CallsFlatten(nn.Module):
@@ -158,6 +158,24 @@ class Skip(nn.Module):
         return self.flat(h + self.conv(h) if self.skip else self.conv(h))
 
 
+class Doubled(nn.Sequential):
+    """A Sequential's attributes and tensors, another forward."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class Scaled(nn.Module):
+    """A tensor whose size no attribute records, and a non-JSON attribute (a function)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.flat, self.scale, self.act = nn.Flatten(), nn.Parameter(torch.randn(n)), torch.tanh
+
+    def forward(self, x):
+        return self.act(self.flat(x)[:, : self.scale.shape[0]] * self.scale)
+
+
 class Member:
     """A reward wrapping a network: what stack_members groups."""
 
@@ -184,9 +202,12 @@ def test_grouping_follows_architecture_settings_and_group_size():
     members = {"p0": Member(plain[0]), "s0": Member(skipping[0]), "p1": Member(plain[1]), "lone": Member(single),
                "s1": Member(skipping[1]), "p2": Member(plain[2])}
     members["no_from_output"] = type("Bare", (), {"net": plain[0], "__call__": lambda self, s, c=None: s.sum((1, 2, 3))})()
+    seq = lambda: nn.Sequential(nn.Flatten(), nn.Linear(27, 2)).eval()  # noqa: E731
+    members.update(q0=Member(seq()), d0=Member(Doubled(*seq()).eval()), q1=Member(seq()), d1=Member(Doubled(*seq()).eval()),
+                   n4=Member(Scaled(4)), n5=Member(Scaled(5)))
     stacks = stack_members(members)
-    assert sorted(names for names, _ in stacks) == [["p0", "p1", "p2"], ["s0", "s1"]]
-    assert all(stack.wide is not None for _, stack in stacks)
+    assert sorted(names for names, _ in stacks) == [["d0", "d1"], ["p0", "p1", "p2"], ["q0", "q1"], ["s0", "s1"]]
+    assert [names for names, stack in stacks if stack.wide is None] == []
     assert all(stack.wide is None for _, stack in stack_members(members, wide=False))
     x = torch.randn(4, 3, 3, 3)
     with torch.no_grad():

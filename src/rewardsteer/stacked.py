@@ -140,7 +140,7 @@ def _step(node: fx.Node, nets: list[nn.Module]):
     return fn
 
 
-def _layer(mods: list[nn.Module], k: int, sole_user: bool = False) -> Callable:
+def _layer(mods: list[nn.Module], k: int, sole_user: bool) -> Callable:
     """Module `mods[0]` (and its k − 1 twins) applied to a _Shared / _Channels / _Leading value. `sole_user`: no
     other node reads this layer's input, so an activation may overwrite it when no graph is recorded."""
     m = mods[0]

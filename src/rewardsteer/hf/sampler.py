@@ -237,7 +237,7 @@ def enable_checkpointing(*modules) -> None:
 
 
 def _build(pipe_or_path, prompt, *, one_step: bool, negative_prompt, guidance_scale, steps, eta, height, width, dtype,
-           device, decode_batch, checkpoint, true_cfg_scale=1.0, max_sequence_length=None) -> LatentSampler:
+           device, decode_batch, checkpoint, true_cfg_scale, max_sequence_length) -> LatentSampler:
     dtype = parse_dtype(dtype)
     check_device_dtype(device, dtype)  # before any weights load or move
     pipe = load_pipeline(pipe_or_path, dtype) if isinstance(pipe_or_path, str | os.PathLike) else pipe_or_path
