@@ -105,10 +105,28 @@ _DECODER = "the vocabulary is only read to build a decoder, and one is given"
 _ONE_DRAW = ("a single draw from the weights has the same law under every scheme (multinomial, or the inverse CDF of "
              "one uniform), and the first of two draws has it too")
 _MS, _UT = "rewardsteer.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.masked.xǁUnmaskTransitionǁ"
-_ST = "rewardsteer.stacked."
+_ST, _HFS = "rewardsteer.stacked.", "rewardsteer.hf.sampler."
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    **{_HFS + n: _CPU for n in ("xǁLatentSamplerǁsample_noise__mutmut_4", "x__build__mutmut_20", "x__build__mutmut_22",
+                                "x__build__mutmut_89")},
+    _HFS + "x__build__mutmut_17": "pipe.to(device=None, dtype=None) changes nothing, and on CPU neither does a move to 'cpu'",
+    _HFS + "x_path_coefficients__mutmut_6": "set_timesteps rebinds the scheduler's attributes, so a shallow copy also leaves "
+                                            "the pipeline's scheduler as it was (checked for all five schedulers)",
+    **{_HFS + f"x_path_coefficients__mutmut_{i}": "the scheduler's sigmas have exactly steps + 1 entries" for i in (39, 51)},
+    _HFS + "xǁLatentSamplerǁ__init____mutmut_14": "persistent=None is falsy like False: the buffer stays out of state_dict",
+    **{_HFS + f"xǁLatentSamplerǁ__init____mutmut_{i}": "every scheduler with clip_sample (DDIM, DDPM) has "
+       "clip_sample_range in its config: the default is never read" for i in (34, 36, 39)},
+    _HFS + "xǁLatentSamplerǁdecode__mutmut_11": "AutoencoderKL's config always has shift_factor (None when unused)",
+    **{_HFS + f"xǁDiffusersSamplerǁdenoise__mutmut_{i}": "the UNet reads only text_embeds and time_ids from "
+       "added_cond_kwargs, and nothing from it without an addition embedding" for i in (3, 4, 7)},
+    **{_HFS + f"xǁUnrolledDiffusersǁforward__mutmut_{i}": "the prompt is fixed when the sampler is built: its steps "
+       "ignore cond" for i in (2, 4)},
+    _HFS + "x_enable_checkpointing__mutmut_3": "None is falsy like False",
+    _HFS + "x_diffusers_sampler__mutmut_7": "one_step=None is falsy like False",
+    _HFS + "x__build__mutmut_121": "without CFG only the last row of time_ids is read, and both rows are equal",
+    _HFS + "x__build__mutmut_152": "without CFG encode_prompt returns no negative embeddings (None)",
     **{_ST + n: _TWIN for n in ("x__conv__mutmut_2", "x__layer__mutmut_2", "x__vmapped__mutmut_9", "x__wide_network__mutmut_3",
                                 "x_scores_with_stacks__mutmut_15", "xǁStackedNetsǁ__init____mutmut_12")},
     **{_ST + n: _IN_PLACE for n in ("x__step__mutmut_26", "x__step__mutmut_31", "x__layer__mutmut_24")},

@@ -248,3 +248,14 @@ def test_checkpointing_skips_modules_without_support():
     plain = torch.nn.Linear(2, 2)
     enable_checkpointing(plain)  # no _supports_gradient_checkpointing: left as it is
     assert not hasattr(plain, "gradient_checkpointing")
+
+
+def test_a_saved_pipeline_loads_straight_in_the_requested_dtype(tmp_path, monkeypatch):
+    """Not in fp32 first: a FLUX transformer in fp32 is twice its bf16 size in memory."""
+    import rewardsteer.hf.sampler as sampler_module
+
+    tiny_pipeline(DDIMScheduler()).save_pretrained(tmp_path)
+    seen, load = [], sampler_module.load_pipeline
+    monkeypatch.setattr(sampler_module, "load_pipeline", lambda path, dtype=None: seen.append(dtype) or load(path, dtype))
+    s = diffusers_sampler(str(tmp_path), PROMPT, dtype="bf16", steps=1)
+    assert seen == [torch.bfloat16] and s.unet.dtype == torch.bfloat16
