@@ -773,3 +773,56 @@ def test_masked_sampler_calls_the_denoiser_only_for_rows_that_changed():
         x = nxt
     assert torch.equal(first, x) and not (first == toy.mask_id).any()
     assert calls == changed and len(calls) > 2  # the first call, then only the rows that changed
+
+
+class CondRecording(GaussianMixtureFlow):
+    """The toy flow, recording the condition each x̂0-prediction receives."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.conds = []
+
+    def predict_x0(self, x, i, cond=None):
+        self.conds.append(cond)
+        return super().predict_x0(x, i, cond)
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.0], ids=["stochastic", "ode"])
+def test_svdd_predicts_with_the_condition_and_reports_the_start(eta):
+    """Every x̂0-prediction sees the chains' condition; the initial samples carry their scores and judges' scores
+    (on an ODE sampler nothing is chosen: the initial samples are the returned ones); a Generator seed is
+    recorded as None; NaN rewards of the final scoring are counted as skipped."""
+    toy = CondRecording(**TOY, num_steps=3, eta=eta)
+    cond = torch.tensor([3, 7])
+    judge = {"judge": lambda x, c: 2 * x[:, 0]}
+    result = rs.svdd(toy, FunctionReward(lambda x, c: x[:, 0], "x"), cond=cond, n=2, particles=3, alpha=0.5,
+                     seed=torch.Generator().manual_seed(0), progress=False, heldout=judge)
+    assert toy.conds and all(c is not None for c in toy.conds) and torch.equal(toy.conds[0], cond)
+    torch.testing.assert_close(result.initial_scores, result.initial_samples[:, 0].float())
+    torch.testing.assert_close(result.initial_heldout["judge"], 2 * result.initial_samples[:, 0], check_dtype=False)
+    if eta == 0.0:
+        assert torch.equal(result.initial_samples, result.samples)
+    assert result.config["seed"] is None
+    nan_last = FunctionReward(lambda x, c: torch.where(x[:, 0] == x[:, 0], torch.nan, x[:, 0])
+                              if x.shape[0] == 2 else x[:, 0], "nan_at_the_end")  # final scoring: 2 rows
+    assert rs.svdd(toy, nan_last, n=2, particles=3, progress=False).spent["skipped"] == 2
+
+
+def test_svdd_selection_draws_follow_the_seed():
+    """With a flat reward softmax(v/α) is uniform, so which candidate is kept depends on the seed alone."""
+    picks = []
+    for seed in range(4):
+        kept = []
+        rs.svdd(GaussianMixtureFlow(**TOY, num_steps=4), FunctionReward(lambda x, c: 0 * x[:, 0], "flat"), n=8,
+                particles=4, alpha=1.0, seed=seed, progress=False, callback=lambda s: kept.append(s["selected"].tolist()))
+        picks.append(kept)
+    assert len({str(p) for p in picks}) == 4
+
+
+def test_svdd_stopped_early_keeps_the_members_of_what_it_returns():
+    ens = Ensemble({"a": FunctionReward(lambda x, c: x[:, 0], "a"), "b": FunctionReward(lambda x, c: -x[:, 0], "b")})
+    result = rs.svdd(GaussianMixtureFlow(**TOY, num_steps=4), ens, n=2, particles=3, budget=rs.Budget(nfe=8),
+                     progress=False)
+    assert result.stopped == "budget:nfe"
+    torch.testing.assert_close(result.member_scores["a"], result.samples[:, 0].float())
+    torch.testing.assert_close(result.member_scores["b"], -result.samples[:, 0].float())
