@@ -109,6 +109,13 @@ _ST, _HFS = "rewardsteer.stacked.", "rewardsteer.hf.sampler."
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    **{f"rewardsteer.methods.search.{n}": _CPU for n in ("x_sphere_neighbours__mutmut_19", "x_sphere_neighbours__mutmut_22",
+                                                        "x_zero_order_search__mutmut_88", "x_zero_order_search__mutmut_89")},
+    "rewardsteer.methods.search.x_sphere_neighbours__mutmut_16": "the direction stays float32 until the result is cast "
+                                                                 "to the pivot's dtype: precision only",
+    "rewardsteer.methods.search.x_sphere_neighbours__mutmut_53": "u is a symmetric random direction orthogonal to the "
+                                                                 "pivot: −u has the same law",
+    "rewardsteer.methods.search.x_zero_order_search__mutmut_73": "need_grad=None is falsy like False",
     **{_HFS + n: _CPU for n in ("xǁLatentSamplerǁsample_noise__mutmut_4", "x__build__mutmut_20", "x__build__mutmut_22",
                                 "x__build__mutmut_89")},
     _HFS + "x__build__mutmut_17": "pipe.to(device=None, dtype=None) changes nothing, and on CPU neither does a move to 'cpu'",

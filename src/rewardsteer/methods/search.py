@@ -103,7 +103,7 @@ def zero_order_search(generator, reward, *, cond: Any = None, n: int = 1, iters:
 
     def finish(stopped):
         bar.close()
-        config = {"n": n, "iters": iters, "neighbours": neighbours, "cosine": cosine,
+        config = {"n": n, "iters": iters, "neighbours": neighbours, "cosine": cosine, "batch_size": batch_size,
                   "seed": seed if isinstance(seed, int) else None}
         return build_result("zero_order_search", best, initial, trace, meter, stopped, config)
 
