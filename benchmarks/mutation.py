@@ -68,8 +68,7 @@ MODULES: dict[str, tuple[list[str], list[str] | None]] = {
              ["rewardsteer.flow.x_mixture_weights*", "rewardsteer.flow.x_split_code*", "rewardsteer.flow.x_class_labels*",
               "rewardsteer.flow.xǁFlowSamplerǁvelocity*", "rewardsteer.flow.xǁFlowSamplerǁpredict_x0*",
               "rewardsteer.flow.xǁFlowSamplerǁtransition*"]),
-    "hf/rewards": (["tests/test_hf.py", "tests/test_hf_flow.py::test_pickscore_and_hps_match_the_transformers_reference",
-                    "-k", "clip or jpeg or aesthetic or pickscore"], None),
+    "hf/rewards": (["tests/test_hf_rewards.py"], None),
     "hf/sampler": (["tests/test_hf_sampler_contracts.py", "tests/test_hf.py", "tests/test_hf_flow.py", "-k",
                     "contracts or sampler or step or transition or euler or generator_matches or marginals or "
                     "gradients or packing or reload or unsupported"], None),

@@ -108,3 +108,39 @@ def run_cli(capsys):
 
 
 TOY = dict(weights=[0.7, 0.3], means=[-1.5, 1.5], stds=[0.5, 0.5])  # a 1-D two-Gaussian target for the toy flow
+
+
+# ---- tiny Hugging Face models for the hf test modules (built from configs in tests/hf_tiny.py, imported lazily so
+# that the rest of the suite never imports diffusers or transformers)
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory):
+    """A tiny SD-Turbo-style pipeline saved with save_pretrained."""
+    from tests.hf_tiny import tiny_pipeline
+
+    path = tmp_path_factory.mktemp("tiny-sd-turbo")
+    tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    """A tiny CLIPModel (16×16 images) and its tokenizer saved with save_pretrained."""
+    from tests.hf_tiny import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="module")
+def features(clip_dir):
+    from rewardsteer.hf import CLIPFeatures
+
+    return CLIPFeatures.load(clip_dir)
+
+
+@pytest.fixture(scope="module")
+def clip_reward(features):
+    from rewardsteer.hf import CLIPScore
+    from tests.hf_tiny import PROMPT
+
+    return CLIPScore(features, prompt=PROMPT)

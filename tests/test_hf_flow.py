@@ -1,10 +1,9 @@
-"""FLUX.1 and SD3 pipelines, offline on CPU: tiny config-built pipelines (CLIP and T5 tokenizers built in memory),
-saved with save_pretrained and loaded back; the rewards built on CLIP (PickScore, HPS); the bad-input errors."""
+"""FLUX.1 and SD3 pipelines, offline on CPU: tiny config-built pipelines (CLIP and T5 tokenizers built in memory,
+tests/hf_tiny.py), saved with save_pretrained and loaded back; methods on them; the bad-input errors."""
 
 import json
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,15 +11,9 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 from diffusers import (  # noqa: E402
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
-    FluxTransformer2DModel,
-    SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
-from test_hf import PROMPT, save_tiny_clip, tiny_text_config, tiny_tokenizer  # noqa: E402
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel, T5TokenizerFast  # noqa: E402
 
 from rewardsteer import reno  # noqa: E402
 from rewardsteer.errors import RewardsteerError  # noqa: E402
@@ -28,74 +21,21 @@ from rewardsteer.hf import (  # noqa: E402
     CLIPFeatures,
     FluxSampler,
     SD3Sampler,
-    clip_preprocess,
     diffusers_sampler,
     from_diffusers,
-    hps_score,
     load_pipeline,
     pickscore,
 )
 from rewardsteer.hf.mmdit import pack_latents, unpack_latents  # noqa: E402
-from rewardsteer.hf.specs import SpecParser  # noqa: E402
+from tests.hf_tiny import (  # noqa: E402
+    PROMPT,
+    SIZE,
+    T5_LENGTH,
+    tiny_flux,
+    tiny_sd3,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-T5_LENGTH = 24  # max_sequence_length for every call here: T5 runs on 24 tokens, not 512
-SIZE = 16  # 16×16 images, 8×8 latents with 4 channels (FLUX packs them into 16 tokens of 16)
-
-
-def t5_tokenizer():
-    """T5's Unigram tokenizer over an in-memory vocabulary: pad, eos, unk, the word start ▁ and single letters."""
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz"]
-    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
-
-
-def tiny_t5(width=32):
-    return T5EncoderModel(T5Config(vocab_size=30, d_model=width, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-                                   relative_attention_num_buckets=8))
-
-
-def tiny_vae():
-    """FLUX / SD3-style VAE (no quant convs, a shift factor) with 4 latent channels and a 2× downsampling."""
-    return AutoencoderKL(block_out_channels=(8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
-                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                         sample_size=SIZE, scaling_factor=0.5, shift_factor=0.1, use_quant_conv=False,
-                         use_post_quant_conv=False)
-
-
-def _eval(pipe):
-    for m in pipe.components.values():  # as from_pretrained leaves them: T5's dropout off
-        if isinstance(m, torch.nn.Module):
-            m.eval()
-    return pipe
-
-
-def tiny_flux(dev=False, seed=0):
-    """FLUX.1-schnell (no guidance embedding, no dynamic shift) or FLUX.1-dev (both) in miniature."""
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer()
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
-                                         pooled_projection_dim=16, guidance_embeds=dev, axes_dims_rope=(2, 2, 4))
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True) if dev else \
-        FlowMatchEulerDiscreteScheduler()
-    return _eval(FluxPipeline(scheduler=scheduler, vae=tiny_vae(), text_encoder=CLIPTextModel(tiny_text_config(tok)),
-                              tokenizer=tok, text_encoder_2=tiny_t5(), tokenizer_2=t5_tokenizer(),
-                              transformer=transformer))
-
-
-def tiny_sd3(seed=0):
-    """SD3: two CLIP encoders with projections (pooled 16 + 16), T5, an MM-DiT with 2×2 patches, shift 3."""
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer()
-    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
-                                        num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16,
-                                        pooled_projection_dim=32, out_channels=4, pos_embed_max_size=8)
-    return _eval(StableDiffusion3Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_vae(), transformer=transformer,
-        text_encoder=CLIPTextModelWithProjection(tiny_text_config(tok)), tokenizer=tok,
-        text_encoder_2=CLIPTextModelWithProjection(tiny_text_config(tok)), tokenizer_2=tok, text_encoder_3=tiny_t5(),
-        tokenizer_3=t5_tokenizer()))
 
 
 @pytest.fixture(scope="module")
@@ -240,45 +180,6 @@ def test_particle_methods_run_on_flux(name, clip_dir):
     assert res.samples.shape == (1, 3, SIZE, SIZE) and torch.isfinite(res.scores).all()
     if name != "svdd":  # SVDD spends its own count (candidates per step); FK and DAS move every particle every step
         assert res.spent["nfe"] == 2 * sampler.num_steps
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-flow"))
-
-
-def test_pickscore_and_hps_match_the_transformers_reference(clip_dir):
-    """PickScore = logit_scale.exp()·cos and HPS = cos, as their reference code computes them with transformers'
-    CLIPProcessor on a PIL image; rewardsteer's torch preprocessing stands in for the processor (bicubic
-    resize, centre crop, normalize) within 1% of the score."""
-    from PIL import Image
-
-    try:
-        from transformers import CLIPImageProcessorPil as Processor
-    except ImportError:
-        from transformers import CLIPImageProcessor as Processor
-    features = CLIPFeatures.load(clip_dir)
-    model, tok = features.model, features.tokenizer
-    pixels = torch.randint(0, 256, (2, 3, 40, 30), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    images = pixels.float() / 255
-    proc = Processor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    inputs = proc([Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels], return_tensors="pt")
-    torch.testing.assert_close(clip_preprocess(images, 16, proc.image_mean, proc.image_std), inputs["pixel_values"],
-                               atol=0.06, rtol=0)  # PIL rounds its resized pixels to uint8: ±0.5/255/std
-    with torch.no_grad():
-        img = torch.nn.functional.normalize(model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output, dim=-1)
-        txt = torch.nn.functional.normalize(model.get_text_features(**tok([PROMPT], return_tensors="pt")).pooler_output, dim=-1)
-    cos = (img @ txt.T).squeeze(1)
-    pick, hps = pickscore(features, PROMPT), hps_score(features, PROMPT)
-    assert pick.scale == pytest.approx(float(np.exp(2.6592)), rel=1e-4) and hps.scale == 1.0  # CLIP's init
-    torch.testing.assert_close(pick(images), model.logit_scale.exp() * cos, rtol=0.01, atol=0.0)
-    torch.testing.assert_close(hps(images), cos, rtol=0.01, atol=0.0)
-    x = images.clone().requires_grad_(True)
-    pick(x).sum().backward()
-    assert x.grad.abs().sum() > 0
-    parser = SpecParser(PROMPT)
-    specs = [parser.reward(f"pickscore:{clip_dir}"), parser.reward(f"hps:{clip_dir}"), parser.reward(f"clip:{clip_dir}")]
-    assert [r.scale for r in specs] == [pick.scale, 1.0, 100.0] and len(parser.clips) == 1  # one CLIP load for all
 
 
 def test_long_prompts_are_truncated_with_one_warning_each(clip_dir):

@@ -22,8 +22,7 @@ from rewardsteer.hf.sampler import (  # noqa: E402
     pipeline_family,
     vae_scale_factor,
 )
-from tests.test_hf import PROMPT, tiny_pipeline, tiny_sdxl  # noqa: E402
-from tests.test_hf_flow import SIZE, T5_LENGTH, tiny_flux, tiny_sd3  # noqa: E402
+from tests.hf_tiny import PROMPT, SIZE, T5_LENGTH, tiny_flux, tiny_pipeline, tiny_sd3, tiny_sdxl  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
