@@ -826,3 +826,12 @@ def test_svdd_stopped_early_keeps_the_members_of_what_it_returns():
     assert result.stopped == "budget:nfe"
     torch.testing.assert_close(result.member_scores["a"], result.samples[:, 0].float())
     torch.testing.assert_close(result.member_scores["b"], -result.samples[:, 0].float())
+
+
+def test_svdd_on_an_ode_sampler_stops_before_a_prediction_it_cannot_pay_for():
+    """6 deterministic steps: the start and each moved state cost n = 2 NFE (12 in all); 8 pay for 4 of them."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=6, eta=0.0)
+    reward = FunctionReward(lambda x, c: x[:, 0], "x")
+    assert rs.svdd(toy, reward, n=2, particles=3, progress=False).spent["nfe"] == 12
+    with pytest.raises(rs.RewardsteerError, match=r"^svdd stopped \(budget:nfe\) before any candidate was scored"):
+        rs.svdd(toy, reward, n=2, particles=3, budget=rs.Budget(nfe=8), progress=False)

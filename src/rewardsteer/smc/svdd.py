@@ -56,7 +56,7 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
     select_rng = make_rng(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
     cand_cond = expand_cond(cond, b, m)
     meter = Meter(budget, ref.device)
-    st = SimpleNamespace(x=x, noise=x.clone(), x0=None, last=None, final=None)
+    st = SimpleNamespace(x=x, noise=x.clone(), x0=None, last=None)
     trace, initial = [], {}
     bar = tqdm(total=steps, disable=not progress, desc="svdd", leave=False)
 
@@ -110,8 +110,8 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
         samples = sampler.decode(st.x)
         r, members = score(reward, samples, cond, meter)
         meter.skipped += int((~torch.isfinite(r)).sum())
-        st.last = st.final = SimpleNamespace(samples=samples, r=r.detach().double(),
-                                             members={k: v.detach().float() for k, v in members.items()})
+        st.last = SimpleNamespace(samples=samples, r=r.detach().double(),
+                                  members={k: v.detach().float() for k, v in members.items()})
         held = score_heldout(heldout, samples, cond, meter)
         if not initial:  # no stochastic step (e.g. eta = 0): nothing was chosen, these are the plain samples
             initial.update(samples=samples, scores=r.detach().float(), heldout=held)
