@@ -835,3 +835,145 @@ def test_svdd_on_an_ode_sampler_stops_before_a_prediction_it_cannot_pay_for():
     assert rs.svdd(toy, reward, n=2, particles=3, progress=False).spent["nfe"] == 12
     with pytest.raises(rs.RewardsteerError, match=r"^svdd stopped \(budget:nfe\) before any candidate was scored"):
         rs.svdd(toy, reward, n=2, particles=3, budget=rs.Budget(nfe=8), progress=False)
+
+
+class Decoded(GaussianMixtureFlow):
+    """The toy flow with a decoder that is not the identity (so decoded samples and states differ) and that
+    records the condition rows each x̂0-prediction receives beside its batch size."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen = []
+
+    def predict_x0(self, x, i, cond=None):
+        self.seen.append((x.shape[0], cond))
+        return super().predict_x0(x, i, cond)
+
+    def decode(self, x):
+        return 2 * x + 1
+
+    def check_cond(self, cond, batch):  # any condition: the toy ignores it, the test only follows its rows
+        pass
+
+
+@pytest.mark.parametrize("name", ["fk_steering", "das"])
+def test_particle_conditions_follow_their_rows_through_chunks(name):
+    """Per-slot conditions (a 2-D embedding per slot, and a 0-d shared one) reach every chunk of x̂0-predictions
+    and rewards with exactly one row per particle; the final callback shows decoded samples, earlier ones x_i."""
+    toy = Decoded(**TOY, num_steps=3)
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # (B, 2): one row per slot
+    calls, states = [], []
+
+    def reward(x, c):
+        calls.append((x.shape[0], c))
+        return x[:, 0] + c[:, 0]
+
+    result = rs.METHODS[name](toy, FunctionReward(reward, "r"), cond=emb, n=2, particles=3, chunk=4, seed=0,
+                              progress=False, callback=lambda s: states.append(s))
+    flat = emb.repeat_interleave(3, 0)
+    for rows_, c in calls + toy.seen:
+        assert c.shape == (rows_, 2)
+    assert torch.equal(torch.cat([c for _, c in calls[:2]]), flat)  # the first scored step's two chunks, in order
+    final = states[-1]
+    assert final["final"] and torch.equal(result.samples, final["particles"][torch.arange(2), final["scores"].argmax(1)])
+    assert not torch.equal(states[0]["particles"], toy.decode(states[0]["particles"]))
+    shared = rs.METHODS[name](Decoded(**TOY, num_steps=3), FunctionReward(lambda x, c: x[:, 0] + c, "r"),
+                              cond=torch.tensor(0.5), n=2, particles=3, seed=0, progress=False)
+    assert shared.samples.shape == (2, 1)
+
+
+class BadGradRows(torch.autograd.Function):
+    """r = x[:, 0] with a gradient of +inf, −inf and NaN on rows 0, 1, 2 (the others: 1)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x[:, 0].clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        out = torch.zeros(g.shape[0], 1, dtype=g.dtype)
+        out[:, 0] = g
+        out[0, 0], out[1, 0], out[2, 0] = math.inf, -math.inf, math.nan
+        return out
+
+
+def test_guidance_zeroes_non_finite_gradients_and_survives_rewards_without_one():
+    """A particle whose reward gradient is ±inf or NaN moves as if unguided; a reward that does not depend on the
+    sample (or is NaN everywhere) leaves every particle unguided instead of failing."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    runs = {}
+    for scale in (0.0, 0.5):
+        states = []
+        rs.reward_guidance(toy, FunctionReward(lambda x, c: BadGradRows.apply(x), "bad"), n=4, scale=scale, seed=2,
+                           progress=False, callback=lambda s: states.append(s["particles"].clone()))
+        runs[scale] = states
+    moved = (runs[0.5][2] - runs[0.0][2]).flatten().abs()
+    assert torch.equal(moved[:3], torch.zeros(3, dtype=moved.dtype)) and float(moved[3]) > 1e-3
+    w = torch.ones((), requires_grad=True)
+    plain = rs.reward_guidance(toy, FunctionReward(lambda x, c: x[:, 0], "x"), n=2, scale=0.0, seed=2, progress=False)
+    for reward in (FunctionReward(lambda x, c: w * torch.ones(len(x)), "constant"),
+                   FunctionReward(lambda x, c: x[:, 0] * math.nan, "nan")):
+        result = rs.reward_guidance(toy, reward, n=2, seed=2, progress=False)
+        torch.testing.assert_close(result.samples, plain.samples)
+
+
+@pytest.mark.parametrize("name", ["fk_steering", "das", "reward_guidance"])
+def test_particle_budgets_are_checked_per_kind_of_step(name):
+    """The smallest budget that pays for the first scored step is accepted; a backward bound binds guided methods
+    only, and only on scored steps; an unscored step costs no reward call."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=6)
+    reward = FunctionReward(lambda x, c: x[:, 0], "x")
+    knobs = dict(particles=3, seed=0, progress=False)
+    if name == "fk_steering":
+        knobs.update(interval=3)  # scored at steps 0 and 3; 1, 2, 4, 5 unscored
+    full = rs.METHODS[name](toy, reward, n=2, **knobs)
+    assert full.stopped == "completed"
+    first_step = rs.METHODS[name](toy, reward, n=2, budget=rs.Budget(nfe=6), **knobs)  # (first + 1)·B·K
+    assert first_step.spent["nfe"] == 6
+    if name == "fk_steering":
+        bounded = rs.METHODS[name](toy, reward, n=2, budget=rs.Budget(backward=1), **knobs)
+        assert bounded.stopped == "completed" and bounded.spent["nfe"] == full.spent["nfe"]
+        one = rs.METHODS[name](toy, reward, n=2, budget=rs.Budget(reward_calls=6), **knobs)
+        assert one.stopped == "budget:reward_calls" and one.spent["nfe"] == 3 * 6  # ran on to step 3, scored 0 only
+    else:
+        two = rs.METHODS[name](toy, reward, n=2, budget=rs.Budget(backward=12), **knobs)
+        assert two.stopped == "budget:backward" and two.spent["backward"] == 12
+
+
+def test_particle_runs_refuse_a_zero_chunk_and_say_so_when_stopped_before_scoring():
+    toy = GaussianMixtureFlow(**TOY, num_steps=3)
+    reward = FunctionReward(lambda x, c: x[:, 0], "x")
+    with pytest.raises(rs.RewardsteerError, match="^fk_steering: chunk must be a positive integer, got 0"):
+        rs.fk_steering(toy, reward, chunk=0, progress=False)
+    with pytest.raises(rs.RewardsteerError, match=r"^fk_steering stopped \(budget:seconds\) before any particle"):
+        rs.fk_steering(toy, reward, budget=rs.Budget(seconds=1e-9), progress=False)
+
+
+def test_particle_runs_record_seeds_pick_by_seed_and_never_resample_guidance():
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    flat = FunctionReward(lambda x, c: 0 * x[:, 0], "flat")
+    picked = set()
+    for seed in range(4):  # flat reward: pick="sample" is uniform, so which particle is returned follows the seed
+        states = []
+        result = rs.fk_steering(toy, flat, n=8, particles=4, pick="sample", seed=seed, progress=False,
+                                callback=lambda s: states.append(s))
+        final = states[-1]["particles"]
+        picked.add(str([next(m for m in range(4) if torch.equal(final[j, m], result.samples[j])) for j in range(8)]))
+    assert len(picked) == 4
+    generator = rs.fk_steering(toy, flat, n=2, seed=torch.Generator().manual_seed(3), progress=False)
+    assert generator.config["seed"] is None
+    guided = rs.reward_guidance(toy, FunctionReward(lambda x, c: x[:, 0], "x"), n=2, particles=3, scale=0.5,
+                                progress=False)
+    assert all(row.get("resampled", 0.0) == 0.0 for row in guided.trace)
+
+
+def test_a_run_stopped_before_the_end_returns_each_slots_best_of_its_last_scored_step():
+    """Without final weights there is nothing to draw from: pick="sample" falls back to the highest reward."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    states = []
+    result = rs.fk_steering(toy, FunctionReward(lambda x, c: x[:, 0], "x"), n=3, particles=4, pick="sample",
+                            interval=1, budget=rs.Budget(nfe=24), seed=0, progress=False,
+                            callback=lambda s: states.append(s))
+    assert result.stopped == "budget:nfe"
+    last = states[-1]
+    torch.testing.assert_close(result.samples, last["x0_pred"][torch.arange(3), last["scores"].argmax(1)])

@@ -231,7 +231,9 @@ def test_log_p_over_q_is_the_gaussian_density_ratio():
 
 
 def test_das_first_step_drift_is_s_squared_times_lambda_over_alpha_times_the_gradient():
-    """Two DAS runs that differ only in α share x_0 and ε, so their x_1 differ by s_0²·(λ_1/α₁ − λ_1/α₂)·∇r."""
+    """Two DAS runs that differ only in α share x_0, the noise and x_1 (step 0 has no gradient: the toy's x̂0 at
+    t = 1 is the prior mean), so their x_2 differ by s_1²·(λ_2/α₁ − λ_2/α₂)·∇r(x̂0(x_1)). One particle: no
+    resampling, and the weights do not move the particles."""
     toy = GaussianMixtureFlow(**TOY, num_steps=4)
     reward = FunctionReward(lambda x, c: (x[:, 0] - 0.3) ** 2, "quadratic")
     runs = {}
@@ -240,12 +242,13 @@ def test_das_first_step_drift_is_s_squared_times_lambda_over_alpha_times_the_gra
         rs.das(toy, reward, n=3, particles=1, alpha=alpha, gamma=0.3, seed=1, progress=False,
                callback=lambda s: seen.append(s["particles"][:, 0].clone()))
         runs[alpha] = seen
-    x = runs[0.5][0].clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(reward(toy.predict_x0(x, 0, None)).sum(), x)
-    std = toy.distribution(x.detach(), 0, toy.predict_x0(x.detach(), 0, None)).std
-    coef = DASKernel(0.5, 0.3, 4).guidance(0) - DASKernel(2.0, 0.3, 4).guidance(0)
-    assert coef != 0 and torch.equal(runs[2.0][0], x.detach())
-    torch.testing.assert_close(runs[0.5][1] - runs[2.0][1], std**2 * coef * grad)
+    x = runs[0.5][1].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(reward(toy.predict_x0(x, 1, None)).sum(), x)
+    std = toy.distribution(x.detach(), 1, toy.predict_x0(x.detach(), 1, None)).std
+    coef = DASKernel(0.5, 0.3, 4).guidance(1) - DASKernel(2.0, 0.3, 4).guidance(1)
+    assert coef != 0 and torch.equal(runs[2.0][1], x.detach())
+    assert float((std**2 * coef * grad).abs().min()) > 1e-3  # a drift the comparison can see
+    torch.testing.assert_close(runs[0.5][2] - runs[2.0][2], std**2 * coef * grad)
 
 # ---- SVDD (Li et al. 2024) -----------------------------------------------------------------------------------------------
 
@@ -306,9 +309,10 @@ def test_pick_per_slot_best_ignores_nan_and_sample_follows_the_weights():
 
 @pytest.mark.parametrize("step", ["constant", "variance"])
 def test_reward_guidance_shifts_each_mean_by_the_papers_step(step):
-    """Guided and unguided runs share x_0 and the step noise, so after one step they differ by exactly the drift:
-    scale·∇r (DPS, "constant") or scale·s_0²·∇r ("variance"), with ∇r = ∇_{x_0} r(x̂0(x_0)). scale = 0 is the plain
-    sampler; steps outside the window are not guided."""
+    """Guided and unguided runs share x_0, x_1 (at t = 1 the toy's x̂0 is the prior mean, whatever x_0: no gradient)
+    and the step noise, so after step 1 they differ by exactly its drift: scale·∇r (DPS, "constant") or
+    scale·s_1²·∇r ("variance"), with ∇r = ∇_{x_1} r(x̂0(x_1)). scale = 0 is the plain sampler; steps outside the
+    window are not guided."""
     toy = GaussianMixtureFlow(**TOY, num_steps=4)
     reward, scale = linear_reward([1.0]), 0.3
     runs = {}
@@ -317,17 +321,19 @@ def test_reward_guidance_shifts_each_mean_by_the_papers_step(step):
         runs[s] = rs.reward_guidance(toy, reward, n=3, scale=s, step=step, seed=5, progress=False,
                                      callback=lambda st: states.append(st["particles"].clone()))
         runs[s].states = states
-    x0 = runs[0.0].states[0].flatten(0, 1).clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(reward(toy.predict_x0(x0, 0)).sum(), x0)
-    std = toy.distribution(x0.detach(), 0, toy.predict_x0(x0.detach(), 0)).std
+    assert torch.equal(runs[scale].states[1], runs[0.0].states[1])
+    x1 = runs[0.0].states[1].flatten(0, 1).clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(reward(toy.predict_x0(x1, 1)).sum(), x1)
+    std = toy.distribution(x1.detach(), 1, toy.predict_x0(x1.detach(), 1)).std
     drift = scale * g if step == "constant" else scale * std**2 * g
-    torch.testing.assert_close((runs[scale].states[1] - runs[0.0].states[1]).flatten(0, 1), drift)
+    assert float(drift.abs().min()) > 1e-3  # a drift the comparison can see
+    torch.testing.assert_close((runs[scale].states[2] - runs[0.0].states[2]).flatten(0, 1), drift)
     plain = rs.trajectory_best_of_n(toy, reward, n=3, particles=1, seed=5, progress=False)
     torch.testing.assert_close(runs[0.0].samples, plain.samples)
     from rewardsteer.smc.guidance import GuidanceKernel
 
     kernel = GuidanceKernel(2.0, step, (1, 3))
-    dist = toy.distribution(x0.detach(), 1, toy.predict_x0(x0.detach(), 1))
+    dist = toy.distribution(x1.detach(), 1, toy.predict_x0(x1.detach(), 1))
     assert kernel.drift(0, g, dist) is None and kernel.drift(3, g, dist) is None and kernel.scored(1)
     expected = 2.0 * g if step == "constant" else 2.0 * dist.std**2 * g
     torch.testing.assert_close(kernel.drift(2, g, dist), expected)
@@ -335,8 +341,9 @@ def test_reward_guidance_shifts_each_mean_by_the_papers_step(step):
 
 @pytest.mark.parametrize("step", ["variance", "constant"])
 def test_reward_guidance_first_step_moves_by_the_scaled_gradient(step):
-    """x_1 = m_0 + c·∇r(x̂0(x_0)) + s_0·ε with c = scale·s_0² (step="variance") or scale (step="constant"): the same
-    seed with scale 0 draws the same x_0 and ε, so the two x_1 differ by exactly the drift."""
+    """x_2 = m_1 + c·∇r(x̂0(x_1)) + s_1·ε with c = scale·s_1² (step="variance") or scale (step="constant"): the same
+    seed with scale 0 draws the same x_0 and noise, step 0 has no gradient (the toy's x̂0 at t = 1 is the prior
+    mean), so both runs share x_1 and their x_2 differ by exactly the drift of a quadratic reward."""
     toy = GaussianMixtureFlow(**TOY, num_steps=4)
     reward = FunctionReward(lambda x, c: (x[:, 0] - 0.3) ** 2, "quadratic")  # a gradient that varies with x̂0
     runs = {}
@@ -345,12 +352,13 @@ def test_reward_guidance_first_step_moves_by_the_scaled_gradient(step):
         rs.reward_guidance(toy, reward, n=3, scale=scale, step=step, seed=1, progress=False,
                            callback=lambda s: seen.append(s["particles"][:, 0].clone()))
         runs[scale] = seen
-    x = runs[0.0][0].clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(reward(toy.predict_x0(x, 0, None)).sum(), x)
-    std = toy.distribution(x.detach(), 0, toy.predict_x0(x.detach(), 0, None)).std
+    x = runs[0.0][1].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(reward(toy.predict_x0(x, 1, None)).sum(), x)
+    std = toy.distribution(x.detach(), 1, toy.predict_x0(x.detach(), 1, None)).std
     c = 0.7 * (std**2 if step == "variance" else 1.0)
-    assert torch.equal(runs[0.7][0], x.detach()) and float(std) not in (0.0, 1.0)
-    torch.testing.assert_close(runs[0.7][1] - runs[0.0][1], c * grad)
+    assert torch.equal(runs[0.7][1], x.detach()) and float(std) not in (0.0, 1.0)
+    assert float((c * grad).abs().min()) > 1e-3  # a drift the comparison can see
+    torch.testing.assert_close(runs[0.7][2] - runs[0.0][2], c * grad)
 
 # ---- classifier rewards --------------------------------------------------------------------------------------------------
 
