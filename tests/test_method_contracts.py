@@ -977,3 +977,12 @@ def test_a_run_stopped_before_the_end_returns_each_slots_best_of_its_last_scored
     assert result.stopped == "budget:nfe"
     last = states[-1]
     torch.testing.assert_close(result.samples, last["x0_pred"][torch.arange(3), last["scores"].argmax(1)])
+
+
+def test_svdd_stops_before_a_final_scoring_it_cannot_pay_for():
+    """2 chains, 3 candidates, 3 steps (2 stochastic): 12 reward calls for the candidates, 2 for the final samples."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=3)
+    reward = FunctionReward(lambda x, c: x[:, 0], "x")
+    assert rs.svdd(toy, reward, n=2, particles=3, progress=False).spent["reward_calls"] == 14
+    cut = rs.svdd(toy, reward, n=2, particles=3, budget=rs.Budget(reward_calls=12), progress=False)
+    assert cut.stopped == "budget:reward_calls" and cut.spent["reward_calls"] == 12 and cut.samples.shape == (2, 1)
