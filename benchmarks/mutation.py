@@ -109,6 +109,13 @@ _SV = "rewardsteer.smc.svdd.x_svdd__mutmut_"
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    _HFR + "x_clip_preprocess__mutmut_2": "images are (B, 3, H, W): shape[+2:] is shape[-2:]",
+    **{_HFR + f"x_clip_preprocess__mutmut_{i}": "align_corners=None is bicubic's default, False" for i in (27, 32)},
+    **{_HFR + f"x_clip_preprocess__mutmut_{i}": "a (3, 1, 1) view broadcasts over (B, 3, H, W) like (1, 3, 1, 1)"
+       for i in (54, 67)},
+    **{_HFR + f"xǁCLIPFeaturesǁ_embed__mutmut_{i}": "features are (B, D): dim 1 is dim -1" for i in (4, 7)},
+    _HFR + "xǁMLPHeadǁforward__mutmut_12": "the head's output is (B, 1): squeeze(1) is squeeze(-1)",
+    _HFR + "xǁCLIPHeadǁscore__mutmut_8": _CPU,
     **{_SV + str(i): _CPU for i in (76, 78, 86, 88, 93, 97, 113)},
     **{_SV + str(i): _ONE_DRAW for i in (263, 269, 270, 271)},
     _SV + "52": "need_grad=None is falsy like False",

@@ -1,6 +1,7 @@
 """The CLIP-based rewards (hf/rewards.py) on a tiny CLIPModel: preprocessing and scores against transformers'
 own processor and logits, PickScore and HPS against their reference formulas, heads, suppression, JPEG."""
 
+import json
 import warnings
 
 import numpy as np
@@ -222,3 +223,39 @@ def test_pickscore_and_hps_match_the_transformers_reference(clip_dir):
     parser = SpecParser(PROMPT)
     specs = [parser.reward(f"pickscore:{clip_dir}"), parser.reward(f"hps:{clip_dir}"), parser.reward(f"clip:{clip_dir}")]
     assert [r.scale for r in specs] == [pick.scale, 1.0, 100.0] and len(parser.clips) == 1  # one CLIP load for all
+
+
+def test_reward_defaults_and_a_saved_preprocessor_config(clip_dir, features, tmp_path):
+    """Documented defaults (JPEG quality 95, suppression margin 0, the names), a head without biases, and the
+    size / mean / std of a checkpoint's preprocessor_config.json reaching the features."""
+    x = torch.rand(2, 3, 16, 16)
+    jpeg = JPEGCompressibility()
+    assert (jpeg.quality, jpeg.name) == (95, "jpeg")
+    torch.testing.assert_close(jpeg(x), JPEGCompressibility(quality=95)(x))
+    assert Suppress(CLIPScore(features, prompt="a dog")).margin == 0.0
+    w = torch.randn(1, 16)
+    head = CLIPHead(features, MLPHead({"w.weight": w}))
+    assert head.name == "aesthetic"
+    torch.testing.assert_close(head(x), (features.images(x) @ w.T).squeeze(1))  # no bias: none is added
+    with pytest.raises(WeightsError, match="^head holds no 2-D"):
+        MLPHead({})
+    import shutil
+
+    custom = tmp_path / "clip"
+    shutil.copytree(clip_dir, custom)
+    (custom / "preprocessor_config.json").write_text(json.dumps(
+        {"crop_size": {"height": 12, "width": 12}, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}))
+    loaded = CLIPFeatures.load(custom)
+    assert (loaded.size, loaded.mean, loaded.std) == (12, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+
+
+def test_features_run_in_the_models_dtype():
+    """Images are resized in float32, then fed in the model's dtype (bfloat16 here)."""
+    import tempfile
+
+    from tests.hf_tiny import save_tiny_clip
+
+    with tempfile.TemporaryDirectory() as d:
+        half = CLIPFeatures.load(save_tiny_clip(d), dtype=torch.bfloat16)
+        emb = half.images(torch.rand(2, 3, 16, 16))
+    assert emb.shape == (2, 16) and torch.isfinite(emb).all()
