@@ -109,6 +109,12 @@ _SV = "rewardsteer.smc.svdd.x_svdd__mutmut_"
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    **{f"{_DRV}x_evaluate__mutmut_{i}": "nan_to_num's default already turns NaN into 0" for i in (72, 76)},
+    _DRV + "x_evaluate__mutmut_57": "with no finite reward the gradient of the empty sum is 0, which the fallback gives",
+    **{f"{_DRV}x_evaluate__mutmut_{i}": "r and members are read only on scored steps, where they are replaced"
+       for i in (88, 90, 91)},
+    _DRV + "x_run_particles__mutmut_170": "a dead particle's log-weight is −inf, and adding finite increments keeps it −inf",
+    _DRV + "x_run_particles__mutmut_381": "guidance never reweights: its ESS is always K, so maybe_resample never fires",
     _HFR + "x_clip_preprocess__mutmut_2": "images are (B, 3, H, W): shape[+2:] is shape[-2:]",
     **{_HFR + f"x_clip_preprocess__mutmut_{i}": "align_corners=None is bicubic's default, False" for i in (27, 32)},
     **{_HFR + f"x_clip_preprocess__mutmut_{i}": "a (3, 1, 1) view broadcasts over (B, 3, H, W) like (1, 3, 1, 1)"

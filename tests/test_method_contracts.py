@@ -986,3 +986,44 @@ def test_svdd_stops_before_a_final_scoring_it_cannot_pay_for():
     assert rs.svdd(toy, reward, n=2, particles=3, progress=False).spent["reward_calls"] == 14
     cut = rs.svdd(toy, reward, n=2, particles=3, budget=rs.Budget(reward_calls=12), progress=False)
     assert cut.stopped == "budget:reward_calls" and cut.spent["reward_calls"] == 12 and cut.samples.shape == (2, 1)
+
+
+def test_driver_gradients_are_zero_where_not_finite_and_reference_defaults_to_cpu_float32():
+    """evaluate's ∇_x r: +inf, −inf and NaN entries become 0 (they would throw a particle off the path), finite
+    ones pass; with no finite reward the gradient is 0. A sampler with no tensors is placed as CPU float32."""
+    from rewardsteer.budget import Meter
+    from rewardsteer.smc.driver import evaluate, reference
+
+    identity = types.SimpleNamespace(predict_x0=lambda x, i, c: x, decode=lambda x: x)
+    x = torch.zeros(4, 1)
+    out = evaluate(identity, FunctionReward(lambda x, c: BadGradRows.apply(x), "bad"), x, 0, None, Meter(), 4,
+                   scored=True, grad=True)
+    torch.testing.assert_close(out.grad, torch.tensor([[0.0], [0.0], [0.0], [1.0]]))
+    nan = evaluate(identity, FunctionReward(lambda x, c: x[:, 0] * math.nan, "nan"), x, 0, None, Meter(), 4,
+                   scored=True, grad=True)
+    assert torch.equal(nan.grad, torch.zeros(4, 1))
+    ref = reference(torch.nn.Module())
+    assert (ref.shape, ref.dtype, ref.device.type) == ((), torch.float32, "cpu")
+
+
+def test_guided_particles_keep_their_gradient_through_resampling(monkeypatch):
+    """DAS proposes every step from N(m + s²·c·∇r, s²) and corrects by p/q, also right after a resampling, where
+    each particle's gradient must follow its ancestor."""
+    import rewardsteer.smc.driver as driver
+
+    calls, real = [], driver.log_p_over_q
+    monkeypatch.setattr(driver, "log_p_over_q", lambda eps, std, h: calls.append(h.clone()) or real(eps, std, h))
+    result = rs.das(GaussianMixtureFlow(**TOY, num_steps=4), FunctionReward(lambda x, c: 3 * x[:, 0], "x"), n=2,
+                    particles=4, ess_threshold=1.0, seed=0, progress=False)
+    assert sum(row["resampled"] for row in result.trace[:-1]) > 0  # resampling did happen before a proposal
+    assert len(calls) == 4 and all(float(h.abs().max()) > 0 for h in calls[1:])  # step 0: x̂0 has no gradient
+
+
+def test_a_backward_bound_counts_only_guided_steps():
+    """reward_guidance scores (and backpropagates) inside its window only: steps 0 and 1 of 4 here."""
+    toy = GaussianMixtureFlow(**TOY, num_steps=4)
+    reward = FunctionReward(lambda x, c: x[:, 0], "x")
+    full = rs.reward_guidance(toy, reward, n=2, window=(0, 2), progress=False)
+    assert full.spent["backward"] == 4
+    bounded = rs.reward_guidance(toy, reward, n=2, window=(0, 2), budget=rs.Budget(backward=4), progress=False)
+    assert bounded.stopped == "completed" and bounded.spent == {**full.spent, "seconds": bounded.spent["seconds"]}
