@@ -109,6 +109,11 @@ _SV = "rewardsteer.smc.svdd.x_svdd__mutmut_"
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    "rewardsteer.masked.xǁMaskedDiffusionSamplerǁsample_noise__mutmut_2": "the initial state is all [mask] tokens: "
+                                                                          "no draw reads the generator",
+    **{f"rewardsteer.rewards.xǁClassifierRewardǁ_targets__mutmut_{i}": "an int target is int64 already" for i in (9, 12)},
+    "rewardsteer.methods.best_of_n.x_best_of_n__mutmut_65": "need_grad=None is falsy like False",
+    "rewardsteer.methods.best_of_n.x_random_search__mutmut_102": "need_grad=None is falsy like False",
     _HFR + "xǁCLIPFeaturesǁimages__mutmut_4": "CLIP's patch embedding casts pixel_values to its own dtype (bf16 tested)",
     **{f"{_DRV}x_evaluate__mutmut_{i}": "nan_to_num's default already turns NaN into 0" for i in (72, 76)},
     _DRV + "x_evaluate__mutmut_57": "with no finite reward the gradient of the empty sum is 0, which the fallback gives",

@@ -252,3 +252,11 @@ def test_cli_ensemble_options(brightness):
         _ensemble_options(brightness, {}, Pixels(), 7, "wco", False)
     ens, held = _ensemble_options(Ensemble(classifiers(2)), {"b": brightness}, Pixels(), 7, "uwo:0.1", True)
     assert ens.transform.name == "standardize > uwo" and set(held) == {"b", "realism", "diversity"}
+
+
+def test_transform_defaults_and_names():
+    """log_sigmoid's reference 0, mean_minus_std's c = 1, and the names a chain reports. (The parametrized formula
+    test builds its transforms at collection, outside any test, so mutation testing needs these calls here.)"""
+    torch.testing.assert_close(agg.log_sigmoid().fn(SCORES)["a"], torch.nn.functional.logsigmoid(R[0]))
+    torch.testing.assert_close(agg.reduce(agg.mean_minus_std(), SCORES), R.mean(0) - R.std(0, correction=0))
+    assert (agg.log_sigmoid().name, agg.weighted({"a": 1.0, "b": 2.0, "c": 1.0}).name) == ("log_sigmoid", "weighted")

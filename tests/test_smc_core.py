@@ -149,3 +149,8 @@ def test_knob_edges_are_accepted():
         check_alpha(alpha)
     with pytest.raises(RewardsteerError, match="particles"):
         check_smc(2.0)
+
+
+def test_check_alpha_names_the_temperature():
+    with pytest.raises(RewardsteerError, match=r"^alpha must be a finite number > 0 \(the target is p\(x\)·exp\(r\(x\)/alpha\)"):
+        check_alpha(-1.0)
