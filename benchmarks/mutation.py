@@ -109,6 +109,8 @@ _SV = "rewardsteer.smc.svdd.x_svdd__mutmut_"
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
+    "rewardsteer.masked.xǁMaskedDiffusionSamplerǁsample__mutmut_27": "a deterministic step ignores the noise: drawing it "
+        "only advances the generator (the same law; another seed's sample)",
     "rewardsteer.masked.xǁMaskedDiffusionSamplerǁsample_noise__mutmut_2": "the initial state is all [mask] tokens: "
                                                                           "no draw reads the generator",
     **{f"rewardsteer.rewards.xǁClassifierRewardǁ_targets__mutmut_{i}": "an int target is int64 already" for i in (9, 12)},

@@ -1027,3 +1027,28 @@ def test_a_backward_bound_counts_only_guided_steps():
     assert full.spent["backward"] == 4
     bounded = rs.reward_guidance(toy, reward, n=2, window=(0, 2), budget=rs.Budget(backward=4), progress=False)
     assert bounded.stopped == "completed" and bounded.spent == {**full.spent, "seconds": bounded.spent["seconds"]}
+
+
+def test_reno_a_skipped_gradient_leaves_no_trace_in_the_momentum():
+    """Sample 0's gradient is NaN at the first step only. Its noise stays put, and its first real step equals
+    sample 1's first step (same linear reward, reg = 0): SGD's momentum buffer saw zeros for it, not garbage."""
+    calls = []
+
+    class NanOnce(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            calls.append(1)
+            g = g.clone()
+            if len(calls) == 1:
+                g[0] = float("nan")
+            return g
+
+    z0, seen = torch.randn(2, 4, generator=torch.Generator().manual_seed(0)), []  # seen[k]: z after step k
+    rs.reno(Identity(4), FunctionReward(lambda x, c: NanOnce.apply(x).sum(1), "nan-once"), noise=z0, iters=3, reg=0.0,
+            progress=False, callback=lambda s: seen.append(s["z"].detach().clone()))
+    assert torch.equal(seen[0][0], z0[0]) and not torch.equal(seen[0][1], z0[1])
+    torch.testing.assert_close(seen[1][0] - seen[0][0], seen[0][1] - z0[1])
