@@ -442,18 +442,28 @@ def test_reno_keeps_the_noise_of_a_sample_whose_score_turns_nan():
     assert result.spent["skipped"] == 4 and torch.isfinite(result.scores).all()
 
 
-class NanGradForFirst(torch.autograd.Function):
-    """Identity forward; the first sample's gradient comes back NaN (its score stays finite)."""
+def nan_grad_for_first(times: int | None = None):
+    """An identity whose backward returns NaN for the first sample (its score stays finite): on every backward
+    pass, or on the first `times` only."""
+    calls = []
 
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
+    class NanGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
 
-    @staticmethod
-    def backward(ctx, g):
-        g = g.clone()
-        g[0] = float("nan")
-        return g
+        @staticmethod
+        def backward(ctx, g):
+            calls.append(1)
+            g = g.clone()
+            if times is None or len(calls) <= times:
+                g[0] = float("nan")
+            return g
+
+    return NanGrad
+
+
+NanGradForFirst = nan_grad_for_first()
 
 
 def test_reno_keeps_the_noise_of_a_sample_whose_gradient_is_not_finite():
@@ -1032,23 +1042,9 @@ def test_a_backward_bound_counts_only_guided_steps():
 def test_reno_a_skipped_gradient_leaves_no_trace_in_the_momentum():
     """Sample 0's gradient is NaN at the first step only. Its noise stays put, and its first real step equals
     sample 1's first step (same linear reward, reg = 0): SGD's momentum buffer saw zeros for it, not garbage."""
-    calls = []
-
-    class NanOnce(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.clone()
-
-        @staticmethod
-        def backward(ctx, g):
-            calls.append(1)
-            g = g.clone()
-            if len(calls) == 1:
-                g[0] = float("nan")
-            return g
-
+    nan_once = nan_grad_for_first(times=1)
     z0, seen = torch.randn(2, 4, generator=torch.Generator().manual_seed(0)), []  # seen[k]: z after step k
-    rs.reno(Identity(4), FunctionReward(lambda x, c: NanOnce.apply(x).sum(1), "nan-once"), noise=z0, iters=3, reg=0.0,
+    rs.reno(Identity(4), FunctionReward(lambda x, c: nan_once.apply(x).sum(1), "nan-once"), noise=z0, iters=3, reg=0.0,
             progress=False, callback=lambda s: seen.append(s["z"].detach().clone()))
     assert torch.equal(seen[0][0], z0[0]) and not torch.equal(seen[0][1], z0[1])
     torch.testing.assert_close(seen[1][0] - seen[0][0], seen[0][1] - z0[1])
