@@ -29,8 +29,10 @@ dev: $(DEV_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/rewardsteer demo --out runs/demo
 
+# ruff, and the import layers and no-cycles contracts in pyproject.toml (docs/architecture.md)
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint browser
 	$(PY) -m pytest -q

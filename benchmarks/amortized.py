@@ -32,12 +32,13 @@ from pathlib import Path
 import torch
 
 import rewardsteer as rs
-from rewardsteer import aggregates as agg
 from rewardsteer import amortized as am
-from rewardsteer import models, overopt
+from rewardsteer import models
 from rewardsteer.amortized import TrainConfig
+from rewardsteer.bench import overopt
+from rewardsteer.bench.overopt_report import gao_fit, mean_sd
 from rewardsteer.core import make_rng
-from rewardsteer.overopt_report import gao_fit, mean_sd
+from rewardsteer.rewards import aggregates as agg
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 7

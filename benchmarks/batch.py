@@ -76,7 +76,7 @@ def pool(jobs_path: Path, out: Path, workers: int) -> float:
 def compare(jobs, single: Path, batch: Path) -> dict:
     """Per job: the pool's manifest cost and samples against the single run's."""
     from rewardsteer.batch.manifest import Manifest
-    from rewardsteer.hub import load_safetensors
+    from rewardsteer.safety import load_safetensors
 
     records = Manifest(batch / "manifest.jsonl").records
     cost_equal = samples_close = 0

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from rewardsteer.hub import WEIGHTS_DIR
-from rewardsteer.nets import Classifier
-from rewardsteer.rewards import ClassifierReward, Ensemble
-from rewardsteer.stacked import stack_members
+from rewardsteer.bundled.hub import WEIGHTS_DIR
+from rewardsteer.bundled.nets import Classifier
+from rewardsteer.rewards.base import ClassifierReward, Ensemble
+from rewardsteer.rewards.stacked import stack_members
 
 
 def members(k: int) -> list[ClassifierReward]:

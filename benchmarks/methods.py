@@ -27,9 +27,9 @@ import torch
 
 import rewardsteer as rs
 from rewardsteer import models
+from rewardsteer.bench.overopt import available_judges, judge_rewards
+from rewardsteer.bench.overopt_report import ALL_JUDGES_RULE, add_result, judge_columns, judges_verdict, mean_sd
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.overopt import available_judges, judge_rewards
-from rewardsteer.overopt_report import ALL_JUDGES_RULE, add_result, judge_columns, judges_verdict, mean_sd
 
 METHODS = ("best_of_n", "random_search", "zero_order_search", "reno")
 REWARDS = {"default": "the CLI's default reward `models.default_reward`: the mixed-family proxies (3 CNN + 3 "

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 import rewardsteer as rs
+from rewardsteer.bundled.mol_nets import MaskedDiffusionTransformer
 from rewardsteer.molecules import MoleculeSampler, chem, moses_mdlm
 from rewardsteer.molecules.data import Vocabulary, to_tokens
-from rewardsteer.molecules.mdlm import MaskedDiffusionTransformer
 from rewardsteer.molecules.metrics import internal_diversity
 from rewardsteer.molecules.rewards import reward as molecule_reward
 

@@ -14,7 +14,7 @@ one-line reason; lines that only build error messages or progress-bar text are n
 
 Usage:
     python benchmarks/mutation.py                      # every module (make mutation; hours on 2 cores)
-    python benchmarks/mutation.py --modules budget aggregates
+    python benchmarks/mutation.py --modules budget rewards/aggregates
     python benchmarks/mutation.py --quick              # one small module, < 1 minute (run by the test suite)
     python benchmarks/mutation.py --survivors budget   # diffs of the surviving mutants of a module
 """
@@ -45,11 +45,11 @@ SMC_TESTS = ["tests/test_smc_methods.py", "tests/test_smc_toy.py", *REFERENCE, "
              "tests/test_properties.py", "-k", "not test_cli and not benchmark"]
 MODULES: dict[str, tuple[list[str], list[str] | None]] = {
     "budget": (["tests/test_properties.py"], None),
-    "aggregates": (["tests/test_ensemble.py", "tests/test_properties.py", "-k", "not test_cli"], None),
-    "rewards": (["tests/test_ensemble.py", *REFERENCE, "tests/test_reward_contracts.py", "-k",
+    "rewards/aggregates": (["tests/test_ensemble.py", "tests/test_properties.py", "-k", "not test_cli"], None),
+    "rewards/base": (["tests/test_ensemble.py", *REFERENCE, "tests/test_reward_contracts.py", "-k",
                  "not test_cli"], None),
-    "stacked": (["tests/test_stacked.py", "tests/test_ensemble.py", "-k", "not test_cli"], None),
-    "methods/common": (METHODS_TESTS, None),
+    "rewards/stacked": (["tests/test_stacked.py", "tests/test_ensemble.py", "-k", "not test_cli"], None),
+    "plumbing": (METHODS_TESTS, None),
     "methods/best_of_n": (METHODS_TESTS, None),
     "methods/reno": (METHODS_TESTS, None),
     "methods/search": (METHODS_TESTS, None),
@@ -61,23 +61,27 @@ MODULES: dict[str, tuple[list[str], list[str] | None]] = {
     "smc/guidance": (SMC_TESTS[:-2] + ["tests/test_api_polish.py::test_reward_guidance_moves_samples_up_a_linear_reward",
                                         "tests/test_api_polish.py::test_reward_guidance_refuses_what_it_cannot_do",
                                         *SMC_TESTS[-2:]], None),
-    "masked": (["tests/test_discrete.py", *REFERENCE], None),
+    "bundled/masked": (["tests/test_discrete.py", *REFERENCE], None),
     "molecules/rewards": (["tests/test_molecules.py", *REFERENCE, "tests/test_molecule_reward_contracts.py"],
                           None),
-    "flow": (["tests/test_sampler.py", *REFERENCE,
+    "bundled/flow": (["tests/test_sampler.py", *REFERENCE,
               "tests/test_bundled_models.py::test_mixture_prior_is_differentiable_and_uniform_over_classes"],
-             ["rewardsteer.flow.x_mixture_weights*", "rewardsteer.flow.x_split_code*", "rewardsteer.flow.x_class_labels*",
-              "rewardsteer.flow.xǁFlowSamplerǁvelocity*", "rewardsteer.flow.xǁFlowSamplerǁpredict_x0*",
-              "rewardsteer.flow.xǁFlowSamplerǁtransition*"]),
+             ["rewardsteer.bundled.flow.x_mixture_weights*", "rewardsteer.bundled.flow.x_split_code*",
+              "rewardsteer.bundled.flow.x_class_labels*",
+              "rewardsteer.bundled.flow.xǁFlowSamplerǁvelocity*", "rewardsteer.bundled.flow.xǁFlowSamplerǁpredict_x0*",
+              "rewardsteer.bundled.flow.xǁFlowSamplerǁtransition*"]),
     "hf/rewards": (["tests/test_hf_rewards.py"], None),
     "hf/sampler": (["tests/test_hf_sampler_contracts.py", "tests/test_hf.py", "tests/test_hf_flow.py", "-k",
                     "contracts or sampler or step or transition or euler or generator_matches or marginals or "
                     "gradients or packing or reload or unsupported"], None),
+    "hf/pipelines": (["tests/test_hf_sampler_contracts.py", "tests/test_hf.py", "tests/test_hf_flow.py", "-k",
+                      "contracts or sampler or step or transition or euler or generator_matches or marginals or "
+                      "gradients or packing or reload or unsupported"], None),
 }
 # the order of a full run: the issue's examples first (each module's results are written as it finishes)
-ORDER = ["smc/das", "smc/fk", "aggregates", "smc/core", "budget", "methods/reno", "methods/search", "smc/svdd",
-         "flow", "smc/guidance", "molecules/rewards", "masked", "rewards", "methods/common", "methods/best_of_n",
-         "smc/driver", "hf/rewards", "hf/sampler", "stacked"]
+ORDER = ["smc/das", "smc/fk", "rewards/aggregates", "smc/core", "budget", "methods/reno", "methods/search", "smc/svdd",
+         "bundled/flow", "smc/guidance", "molecules/rewards", "bundled/masked", "rewards/base", "plumbing",
+         "methods/best_of_n", "smc/driver", "hf/rewards", "hf/sampler", "hf/pipelines", "rewards/stacked"]
 assert sorted(ORDER) == sorted(MODULES)
 # --quick: the Meter's fitting of work into a budget against its property tests, in its own working directory
 # (22 mutants, about 40 s)

@@ -13,17 +13,17 @@ _HFR = "rewardsteer.hf.rewards."
 _DECODER = "the vocabulary is only read to build a decoder, and one is given"
 _ONE_DRAW = ("a single draw from the weights has the same law under every scheme (multinomial, or the inverse CDF of "
              "one uniform), and the first of two draws has it too")
-_MS, _UT = "rewardsteer.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.masked.xǁUnmaskTransitionǁ"
-_ST, _HFS = "rewardsteer.stacked.", "rewardsteer.hf.sampler."
+_MS, _UT = "rewardsteer.bundled.masked.xǁMaskedDiffusionSamplerǁ", "rewardsteer.bundled.masked.xǁUnmaskTransitionǁ"
+_ST, _HFS, _HFP = "rewardsteer.rewards.stacked.", "rewardsteer.hf.sampler.", "rewardsteer.hf.pipelines."
 _SV = "rewardsteer.smc.svdd.x_svdd__mutmut_"
 _TWIN = "members in one stack share a signature (class, every submodule's settings, tensor shapes): any member reads the same"
 _IN_PLACE = "the in-place ReLU only saves one tensor: the values are the same"
 EQUIVALENT: dict[str, str] = {
-    "rewardsteer.masked.xǁMaskedDiffusionSamplerǁsample__mutmut_27": "a deterministic step ignores the noise: drawing it "
+    "rewardsteer.bundled.masked.xǁMaskedDiffusionSamplerǁsample__mutmut_27": "a deterministic step ignores the noise: drawing it "
         "only advances the generator (the same law; another seed's sample)",
-    "rewardsteer.masked.xǁMaskedDiffusionSamplerǁsample_noise__mutmut_2": "the initial state is all [mask] tokens: "
+    "rewardsteer.bundled.masked.xǁMaskedDiffusionSamplerǁsample_noise__mutmut_2": "the initial state is all [mask] tokens: "
                                                                           "no draw reads the generator",
-    **{f"rewardsteer.rewards.xǁClassifierRewardǁ_targets__mutmut_{i}": "an int target is int64 already" for i in (9, 12)},
+    **{f"rewardsteer.rewards.base.xǁClassifierRewardǁ_targets__mutmut_{i}": "an int target is int64 already" for i in (9, 12)},
     "rewardsteer.methods.best_of_n.x_best_of_n__mutmut_65": "need_grad=None is falsy like False",
     "rewardsteer.methods.best_of_n.x_random_search__mutmut_102": "need_grad=None is falsy like False",
     _HFR + "xǁCLIPFeaturesǁimages__mutmut_4": "CLIP's patch embedding casts pixel_values to its own dtype (bf16 tested)",
@@ -55,9 +55,10 @@ EQUIVALENT: dict[str, str] = {
     "rewardsteer.methods.search.x_sphere_neighbours__mutmut_53": "u is a symmetric random direction orthogonal to the "
                                                                  "pivot: −u has the same law",
     "rewardsteer.methods.search.x_zero_order_search__mutmut_73": "need_grad=None is falsy like False",
-    **{_HFS + n: _CPU for n in ("xǁLatentSamplerǁsample_noise__mutmut_4", "x__build__mutmut_20", "x__build__mutmut_22",
+    **{(_HFP if n.startswith("x__build") else _HFS) + n: _CPU
+       for n in ("xǁLatentSamplerǁsample_noise__mutmut_4", "x__build__mutmut_20", "x__build__mutmut_22",
                                 "x__build__mutmut_89")},
-    _HFS + "x__build__mutmut_17": "pipe.to(device=None, dtype=None) changes nothing, and on CPU neither does a move to 'cpu'",
+    _HFP + "x__build__mutmut_17": "pipe.to(device=None, dtype=None) changes nothing, and on CPU neither does a move to 'cpu'",
     _HFS + "x_path_coefficients__mutmut_6": "set_timesteps rebinds the scheduler's attributes, so a shallow copy also leaves "
                                             "the pipeline's scheduler as it was (checked for all five schedulers)",
     **{_HFS + f"x_path_coefficients__mutmut_{i}": "the scheduler's sigmas have exactly steps + 1 entries" for i in (39, 51)},
@@ -70,9 +71,9 @@ EQUIVALENT: dict[str, str] = {
     **{_HFS + f"xǁUnrolledDiffusersǁforward__mutmut_{i}": "the prompt is fixed when the sampler is built: its steps "
        "ignore cond" for i in (2, 4)},
     _HFS + "x_enable_checkpointing__mutmut_3": "None is falsy like False",
-    _HFS + "x_diffusers_sampler__mutmut_7": "one_step=None is falsy like False",
-    _HFS + "x__build__mutmut_121": "without CFG only the last row of time_ids is read, and both rows are equal",
-    _HFS + "x__build__mutmut_152": "without CFG encode_prompt returns no negative embeddings (None)",
+    _HFP + "x_diffusers_sampler__mutmut_7": "one_step=None is falsy like False",
+    _HFP + "x__build__mutmut_121": "without CFG only the last row of time_ids is read, and both rows are equal",
+    _HFP + "x__build__mutmut_152": "without CFG encode_prompt returns no negative embeddings (None)",
     **{_ST + n: _TWIN for n in ("x__conv__mutmut_2", "x__layer__mutmut_2", "x__vmapped__mutmut_9", "x__wide_network__mutmut_3",
                                 "x_scores_with_stacks__mutmut_15", "xǁStackedNetsǁ__init____mutmut_12")},
     **{_ST + n: _IN_PLACE for n in ("x__step__mutmut_26", "x__step__mutmut_31", "x__layer__mutmut_24")},
@@ -102,9 +103,9 @@ EQUIVALENT: dict[str, str] = {
     _CORE + "x_resample__mutmut_53": "searchsorted left vs right differs only when a uniform equals a CDF value exactly",
     _CORE + "xǁWeightsǁadd__mutmut_22": "the inner where's value for a bad entry is discarded by the outer where",
     _CORE + "xǁWeightsǁmaybe_resample__mutmut_9": "keep (K,) broadcasts against the (B, K) ancestors as keep (B, K) did",
-    **{f"rewardsteer.aggregates.{n}": "_per_member never reads its `scores` argument"
+    **{f"rewardsteer.rewards.aggregates.{n}": "_per_member never reads its `scores` argument"
        for n in ("x_standardize__mutmut_7", "x_log_sigmoid__mutmut_12", "x_weighted__mutmut_10")},
-    **{f"rewardsteer.rewards.xǁClassifierRewardǁ_targets__mutmut_{i}": _CPU for i in (8, 11)},
+    **{f"rewardsteer.rewards.base.xǁClassifierRewardǁ_targets__mutmut_{i}": _CPU for i in (8, 11)},
     **{_RENO + str(i): _CPU for i in (130,)},
     **{_RENO + str(i): "the loop's last pass (it == iters) always returns, so what follows it is never reached"
        for i in (134, 306, 307)},
@@ -121,14 +122,14 @@ EQUIVALENT: dict[str, str] = {
        "cost names the same exhausted bound and the fallback string is never used" for i in (107, 108, 109)},
     **{f"rewardsteer.methods.best_of_n.x_best_of_n__mutmut_{i}": "slice(None, k) and slice(k) are slice(0, k)"
        for i in (130, 132)},
-    **{f"rewardsteer.flow.{n}": _CPU for n in (
+    **{f"rewardsteer.bundled.flow.{n}": _CPU for n in (
         "x_class_labels__mutmut_4", "x_class_labels__mutmut_8", "x_class_labels__mutmut_12",
         "x_class_labels__mutmut_15", "x_mixture_weights__mutmut_6", "x_mixture_weights__mutmut_8",
         "xǁFlowSamplerǁvelocity__mutmut_18", "xǁFlowSamplerǁvelocity__mutmut_32", "xǁFlowSamplerǁvelocity__mutmut_46")},
-    **{f"rewardsteer.flow.x_class_labels__mutmut_{i}": "torch.full with an int fill value is int64 already"
+    **{f"rewardsteer.bundled.flow.x_class_labels__mutmut_{i}": "torch.full with an int fill value is int64 already"
        for i in (5, 9)},
-    "rewardsteer.flow.xǁFlowSamplerǁvelocity__mutmut_51": "torch.cat promotes the int64 one-hot to the float weights",
-    "rewardsteer.flow.xǁFlowSamplerǁvelocity__mutmut_55": "one_hot's default width is max + 1 = 11 = y.shape[1]: "
+    "rewardsteer.bundled.flow.xǁFlowSamplerǁvelocity__mutmut_51": "torch.cat promotes the int64 one-hot to the float weights",
+    "rewardsteer.bundled.flow.xǁFlowSamplerǁvelocity__mutmut_55": "one_hot's default width is max + 1 = 11 = y.shape[1]: "
                                                          "the null class is the largest label",
     **{f"{_MS}sample__mutmut_{i}": "the masked denoiser takes neither time nor condition: predict_x0 ignores both"
        for i in (11, 12, 14, 15, 16, 43, 44, 46, 47, 48, 49)},
@@ -174,8 +175,8 @@ EQUIVALENT: dict[str, str] = {
                                     "xǁCLIPScoreǁscore__mutmut_6")},
     _HFR + "xǁCLIPFeaturesǁimages__mutmut_14": "float64 images are preprocessed in float64 instead of float32, then "
                                                "cast to the model's dtype: the same pixels to rounding",
-    "rewardsteer.methods.common.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
-    **{f"rewardsteer.methods.common.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
+    "rewardsteer.plumbing.x_trace_entry__mutmut_5": "the mean of an empty tensor is NaN already, silently",
+    **{f"rewardsteer.plumbing.x_trace_entry__mutmut_{i}": 'float("NAN") is float("nan"): float() ignores case'
        for i in (9, 20)},
     **{f"rewardsteer.smc.das.x_das__mutmut_{i}": "getattr's default is never used: the checked sampler is a Sampler, "
        "whose class sets `continuous`" for i in (23, 26, 29)},

@@ -29,12 +29,12 @@ import torch
 
 import rewardsteer as rs
 from rewardsteer import models
+from rewardsteer.bench.overopt import available_judges, judge_rewards
+from rewardsteer.bench.overopt_report import ALL_JUDGES_RULE, add_result, judge_columns, judges_verdict, mean_sd
+from rewardsteer.bundled.flow import FlowSampler, UnrolledSampler
+from rewardsteer.bundled.nets import Classifier, UNet
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.flow import FlowSampler, UnrolledSampler
-from rewardsteer.nets import Classifier, UNet
-from rewardsteer.overopt import available_judges, judge_rewards
-from rewardsteer.overopt_report import ALL_JUDGES_RULE, add_result, judge_columns, judges_verdict, mean_sd
-from rewardsteer.rewards import ClassifierReward, Ensemble
+from rewardsteer.rewards.base import ClassifierReward, Ensemble
 
 METHODS = ["best_of_n", "fk_max", "fk_diff", "fk_sum", "fk_current", "das", "svdd", "guidance", "reno"]
 GUIDANCE = dict(scale=100.0, step="variance")  # rs.reward_guidance's defaults (see its docstring for the sweep)

@@ -28,7 +28,7 @@ import torch
 import rewardsteer as rs
 from rewardsteer import models
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.robust import parse_transforms
+from rewardsteer.rewards.robust import parse_transforms
 
 DEFAULT_VARIANTS = ["proxies", "proxies+eot:light", "proxies+eot:default", "proxies-mixed",
                     "proxies-mixed+eot:default"]

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
+from rewardsteer.bundled.flow import FlowSampler, OneStepUNet, UnrolledSampler
+from rewardsteer.bundled.nets import UNet
 from rewardsteer.core import OneStepGenerator, Reward
-from rewardsteer.flow import FlowSampler, OneStepUNet, UnrolledSampler
-from rewardsteer.nets import UNet
 
 if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count (e.g. the mutation runs' 1) is kept
     torch.set_num_threads(2)

@@ -13,12 +13,12 @@ from conftest import Brightness, tiny_unet
 
 import rewardsteer as rs
 from rewardsteer import models
+from rewardsteer.bundled.flow import FlowSampler
+from rewardsteer.bundled.toy import GaussianMixtureFlow, IndependentTokensToy, linear_reward
 from rewardsteer.core import FunctionReward
-from rewardsteer.flow import FlowSampler
-from rewardsteer.monitor import BatchDiversity, check, monitor_lines
-from rewardsteer.preference import load_pairs, make_pairs, save_pairs
 from rewardsteer.report import summary_lines
-from rewardsteer.toy import GaussianMixtureFlow, IndependentTokensToy, linear_reward
+from rewardsteer.rewards.monitors import BatchDiversity, check, monitor_lines
+from rewardsteer.rewards.preference import load_pairs, make_pairs, save_pairs
 
 ROOT = Path(__file__).parents[1]
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).parents[1]
 @pytest.fixture
 def tiny_cli(monkeypatch):
     """The CLI on tiny random networks: the bundled generators and rewards swapped out (no weights loaded)."""
-    from rewardsteer.flow import OneStepUNet
+    from rewardsteer.bundled.flow import OneStepUNet
 
     monkeypatch.setattr(models, "generator", lambda name, steps=8, **kw: OneStepUNet(tiny_unet()))
     monkeypatch.setattr(models, "flow_sampler", lambda steps, eta=1.0, **kw: FlowSampler(tiny_unet(2), steps, 2.0, eta))

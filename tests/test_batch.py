@@ -15,7 +15,7 @@ import torch
 from rewardsteer.batch import LocalBackend, load_jobs, make_job, run_batch
 from rewardsteer.batch.jobs import JobsError, seed_from_id
 from rewardsteer.batch.manifest import Manifest
-from rewardsteer.hub import load_safetensors
+from rewardsteer.safety import load_safetensors
 
 SMALL = {"method": "best_of_n", "candidates": 8, "n": 2, "reward": "mnist-proxy-0", "heldout": "mnist-judge",
          "robust": "none"}
@@ -40,7 +40,7 @@ def test_jobs_are_validated_whole_with_line_numbers(tmp_path):
     msg = str(e.value)
     assert "6 invalid job(s)" in msg and "nothing was run" in msg
     for line, fragment in [(2, "11 is not in the range"), (3, "unknown generator 'mnist-gan'"),
-                           (4, "unknown job key 'frob'"), (5, "the same job as line 1"),
+                           (4, "unknown option 'frob'"), (5, "the same job as line 1"),
                            (6, "use --model mnist-flow"), (7, "not valid JSON")]:
         (row,) = [r for r in msg.splitlines() if f"jobs.jsonl:{line}: " in r]
         assert fragment in row, msg
@@ -115,7 +115,7 @@ def test_sigkill_mid_batch_then_resume_loses_and_duplicates_nothing(tmp_path):
 
 
 def test_a_failing_job_is_recorded_and_the_batch_goes_on(tmp_path, monkeypatch, run_cli):
-    from rewardsteer.rewards import ClassifierReward
+    from rewardsteer.rewards.base import ClassifierReward
 
     score = ClassifierReward.score
 

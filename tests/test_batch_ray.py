@@ -8,7 +8,7 @@ import torch
 
 from rewardsteer.batch import LocalBackend, RayBackend, run_batch
 from rewardsteer.batch.manifest import Manifest
-from rewardsteer.hub import load_safetensors
+from rewardsteer.safety import load_safetensors
 
 JOBS = [{"class": c, "method": "best_of_n", "candidates": 8, "n": 2, "reward": "mnist-proxy-0",
          "heldout": "mnist-judge", "robust": "none"} for c in (1, 2, 3)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rewardsteer import models
-from rewardsteer.overopt_report import judges_verdict
+from rewardsteer.bench.overopt_report import judges_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 

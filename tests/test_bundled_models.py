@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rewardsteer import models
-from rewardsteer.evaluation import class_metrics
+from rewardsteer.bundled.evaluation import class_metrics
 
 LABELS = torch.arange(10).repeat_interleave(20)
 
@@ -56,7 +56,7 @@ def test_onestep_is_differentiable_in_z():
 
 
 def test_judge_and_proxies_accuracy():
-    from rewardsteer.data import load_mnist
+    from rewardsteer.bundled.data import load_mnist
 
     test = load_mnist().test
     x, y = test.images[:2000], test.labels[:2000]
@@ -83,7 +83,7 @@ def _prior_bars(images, share=(0.05, 0.155), confident=0.95):
     """Cheaper version of the unconditional-prior bars (docs/models.md: 1,000 samples, every judge confident
     on >= 95%, classes 7-13%): 200 samples, 95% confident (97-99% measured), class shares 5-15.5% (6.5-14%
     measured; the sd of a 10% share is 2.1%)."""
-    from rewardsteer.evaluation import prior_metrics
+    from rewardsteer.bundled.evaluation import prior_metrics
 
     m = prior_metrics({n: models.classifier(n) for n in models.HELDOUT_JUDGES}, images)
     for name in models.HELDOUT_JUDGES:
@@ -107,7 +107,7 @@ def test_unconditional_flow_draws_confident_digits_of_every_class():
 @torch.no_grad()
 def test_null_class_is_the_weak_prior_the_mixture_replaces():
     """The label-dropout null class (no guidance) draws ambiguous digits far more often than the mixture."""
-    from rewardsteer.evaluation import prior_metrics
+    from rewardsteer.bundled.evaluation import prior_metrics
 
     judges = {n: models.classifier(n) for n in models.HELDOUT_JUDGES}
     z = noise()
@@ -117,7 +117,7 @@ def test_null_class_is_the_weak_prior_the_mixture_replaces():
 
 
 def test_mixture_prior_is_differentiable_and_uniform_over_classes():
-    from rewardsteer.flow import mixture_weights
+    from rewardsteer.bundled.flow import mixture_weights
 
     code = torch.randn((20_000, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     w = mixture_weights(code)

@@ -20,7 +20,7 @@ def test_help_explains_itself(run_cli):
 
 
 def test_run_help_sorts_every_option_under_a_heading(run_cli):
-    from rewardsteer.cli import RunCommand, run
+    from rewardsteer.commands.run import RunCommand, run
 
     out = run_cli("run", "--help")
     assert out.returncode == 0 and "Other options" not in out.stdout  # a new option must be given a section

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import rewardsteer as rs
+from rewardsteer.bundled.masked import UnmaskTransition
+from rewardsteer.bundled.toy import IndependentTokensToy
 from rewardsteer.core import FunctionReward
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.masked import UnmaskTransition
-from rewardsteer.toy import IndependentTokensToy
 
 PROBS = [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7]]
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import rewardsteer as rs
-from rewardsteer import aggregates as agg
+from rewardsteer.bundled.nets import Classifier
 from rewardsteer.core import FunctionReward, OneStepGenerator
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.nets import Classifier
-from rewardsteer.rewards import ClassifierReward, Ensemble, WeightedSum
+from rewardsteer.rewards import aggregates as agg
+from rewardsteer.rewards.base import ClassifierReward, Ensemble, WeightedSum
 
 R = torch.tensor([[1.0, -2.0, 0.5, 3.0],  # (k=3 members, B=4 samples)
                   [2.0, 0.0, 0.5, -1.0],
@@ -167,7 +167,7 @@ class Residual(torch.nn.Module):
 
 @pytest.mark.parametrize("make", [_mlp, _strided_cnn, Residual], ids=["mlp", "strided_cnn", "residual"])
 def test_wide_network_matches_each_member_with_gradients(make):
-    from rewardsteer.stacked import StackedNets
+    from rewardsteer.rewards.stacked import StackedNets
 
     torch.manual_seed(0)
     nets = [make().eval().requires_grad_(False) for _ in range(3)]
@@ -187,7 +187,7 @@ def test_wide_network_matches_each_member_with_gradients(make):
 
 
 def test_a_layout_the_wide_network_cannot_follow_falls_back_to_vmap_on_first_call():
-    from rewardsteer.stacked import StackedNets
+    from rewardsteer.rewards.stacked import StackedNets
 
     torch.manual_seed(0)
     nets = [Residual(skip_from_input=True).eval().requires_grad_(False) for _ in range(3)]
@@ -211,7 +211,7 @@ class Normed(torch.nn.Module):
 
 
 def test_untraceable_members_fall_back_to_vmap():
-    from rewardsteer.stacked import StackedNets
+    from rewardsteer.rewards.stacked import StackedNets
 
     nets = [Normed(i).eval() for i in range(3)]
     stack = StackedNets(nets)
@@ -246,7 +246,7 @@ def test_every_method_runs_with_a_conservative_ensemble(method, transform):
 
 
 def test_cli_ensemble_options(brightness):
-    from rewardsteer.cli import _ensemble_options
+    from rewardsteer.runs.images import ensemble_options as _ensemble_options
 
     with pytest.raises(RewardsteerError, match="need an ensemble reward"):
         _ensemble_options(brightness, {}, Pixels(), 7, "wco", False)

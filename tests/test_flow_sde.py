@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from rewardsteer.flow import FlowSampler
+from rewardsteer.bundled.flow import FlowSampler
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,13 +15,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler  # no
 
 from rewardsteer.errors import RewardsteerError  # noqa: E402
 from rewardsteer.hf import diffusers_sampler, from_diffusers  # noqa: E402
-from rewardsteer.hf.sampler import (  # noqa: E402
-    DiffusersSampler,
-    enable_checkpointing,
-    path_coefficients,
-    pipeline_family,
-    vae_scale_factor,
-)
+from rewardsteer.hf.pipelines import pipeline_family  # noqa: E402
+from rewardsteer.hf.sampler import DiffusersSampler, enable_checkpointing, path_coefficients, vae_scale_factor  # noqa: E402
 from tests.hf_tiny import PROMPT, SIZE, T5_LENGTH, tiny_flux, tiny_pipeline, tiny_sd3, tiny_sdxl  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -251,7 +246,7 @@ def test_checkpointing_skips_modules_without_support():
 
 def test_a_saved_pipeline_loads_straight_in_the_requested_dtype(tmp_path, monkeypatch):
     """Not in fp32 first: a FLUX transformer in fp32 is twice its bf16 size in memory."""
-    import rewardsteer.hf.sampler as sampler_module
+    import rewardsteer.hf.pipelines as sampler_module
 
     tiny_pipeline(DDIMScheduler()).save_pretrained(tmp_path)
     seen, load = [], sampler_module.load_pipeline

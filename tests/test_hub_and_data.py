@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rewardsteer import data, hub
+from rewardsteer.bundled import data, hub
 from rewardsteer.errors import UnknownNameError, WeightsError
 
 

@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
-from rewardsteer import hub, models
-from rewardsteer.data import load_mnist
-from rewardsteer.evaluation import auroc
-from rewardsteer.rewards import Ensemble
+from rewardsteer import models
+from rewardsteer.bundled import hub
+from rewardsteer.bundled.data import load_mnist
+from rewardsteer.bundled.evaluation import auroc
+from rewardsteer.rewards.base import Ensemble
 from rewardsteer.train import judges as train_judges
 from rewardsteer.train.classifiers import noisy_subset
 

@@ -7,10 +7,10 @@ import torch
 import rewardsteer as rs
 from rewardsteer.budget import Meter
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.methods.common import score_heldout
-from rewardsteer.monitor import alarm_watched
+from rewardsteer.plumbing import score_heldout
 from rewardsteer.report import summary_lines
-from rewardsteer.rewards import ClassifierReward
+from rewardsteer.rewards.base import ClassifierReward
+from rewardsteer.rewards.monitors import alarm_watched
 
 
 class Fixed(torch.nn.Module):

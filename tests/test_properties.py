@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rewardsteer as rs
-from rewardsteer import aggregates as agg
 from rewardsteer.budget import Budget, Meter
+from rewardsteer.bundled.toy import GaussianMixtureFlow, linear_reward
 from rewardsteer.core import FunctionReward
 from rewardsteer.result import Result
+from rewardsteer.rewards import aggregates as agg
 from rewardsteer.smc.core import SCHEMES, resample
-from rewardsteer.toy import GaussianMixtureFlow, linear_reward
 from tests.conftest import Costly, Identity
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import rewardsteer as rs
+from rewardsteer.bundled.toy import GaussianMixtureFlow, linear_reward
 from rewardsteer.core import FunctionReward
 from rewardsteer.methods.reno import clip_per_sample, prior_nll
 from rewardsteer.methods.search import sphere_neighbours
 from rewardsteer.smc.das import DASKernel
 from rewardsteer.smc.driver import log_p_over_q, pick_per_slot
 from rewardsteer.smc.fk import FKKernel
-from rewardsteer.toy import GaussianMixtureFlow, linear_reward
 from tests.conftest import TOY, Identity
 
 # ---- ReNO's chi prior and update (Eyring et al. 2024, eq. 5) -------------------------------------------------------------
@@ -364,8 +364,8 @@ def test_reward_guidance_first_step_moves_by_the_scaled_gradient(step):
 
 
 def test_classifier_rewards_are_log_probabilities():
-    from rewardsteer.nets import Classifier
-    from rewardsteer.rewards import ClassifierReward
+    from rewardsteer.bundled.nets import Classifier
+    from rewardsteer.rewards.base import ClassifierReward
 
     torch.manual_seed(0)
     net = Classifier(width=8, feature_dim=16).eval().requires_grad_(False)
@@ -392,7 +392,7 @@ class LabelEcho(torch.nn.Module):
 
 
 def test_mixture_prior_is_softmax_of_orthonormal_projections():
-    from rewardsteer.flow import _code_directions, mixture_weights
+    from rewardsteer.bundled.flow import _code_directions, mixture_weights
 
     p = _code_directions(784)
     torch.testing.assert_close(p @ p.T, torch.eye(10), atol=1e-5, rtol=0)  # orthonormal rows: P·u ~ N(0, I₁₀)
@@ -408,7 +408,7 @@ def test_mixture_prior_is_softmax_of_orthonormal_projections():
 
 
 def test_flow_sampler_guidance_prediction_and_code_channel():
-    from rewardsteer.flow import FlowSampler, mixture_weights, split_code
+    from rewardsteer.bundled.flow import FlowSampler, mixture_weights, split_code
 
     s = FlowSampler(LabelEcho(), num_steps=4, guidance=3.0, eta=1.0)
     x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
@@ -446,7 +446,7 @@ def test_flow_sampler_guidance_prediction_and_code_channel():
 
 def test_masked_reverse_step_stays_masked_with_probability_s_over_t():
     """Linear schedule α_t = 1 − t: q(z_s = [mask] | z_t = [mask]) = (1 − α_s)/(1 − α_t) = s/t (MDLM eq. 7)."""
-    from rewardsteer.toy import IndependentTokensToy
+    from rewardsteer.bundled.toy import IndependentTokensToy
 
     toy = IndependentTokensToy([[0.6, 0.3, 0.1]], num_steps=4)
     x = toy.initial_state(2, None)
@@ -454,7 +454,7 @@ def test_masked_reverse_step_stays_masked_with_probability_s_over_t():
         t, s = 1 - i / 4, 1 - (i + 1) / 4
         assert toy.distribution(x, i, toy.predict_x0(x, i)).stay == pytest.approx(s / t)
     assert toy.state_shape == (1,) and x.dtype == torch.long and torch.equal(toy.sample_noise(2, None), x)
-    from rewardsteer.masked import MaskedDiffusionSampler
+    from rewardsteer.bundled.masked import MaskedDiffusionSampler
 
     weightless = MaskedDiffusionSampler(torch.nn.Identity(), length=3, num_steps=2, mask_id=5)  # no parameters
     assert torch.equal(weightless.initial_state(2, None), torch.full((2, 3), 5))
@@ -464,7 +464,7 @@ def test_unmask_transition_edges_and_the_last_token():
     """Deterministic exactly when nothing is masked or nothing may unmask; noise None leaves the state; stay = 0
     makes staying masked impossible and stay = 1 makes filling impossible; the last token of the vocabulary can be
     drawn (it holds most of the mass here)."""
-    from rewardsteer.masked import UnmaskTransition
+    from rewardsteer.bundled.masked import UnmaskTransition
 
     logp = torch.tensor([[[0.1, 0.1, 0.8, 0.0]]], dtype=torch.float64).log()  # tokens 0..2, [mask] = 3
     masked, done = torch.tensor([[3]]), torch.tensor([[1]])

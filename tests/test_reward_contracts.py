@@ -6,11 +6,11 @@ import warnings
 import pytest
 import torch
 
-from rewardsteer import aggregates as agg
+from rewardsteer.bundled.nets import Classifier
 from rewardsteer.core import FunctionReward, OneStepGenerator
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.nets import Classifier
-from rewardsteer.rewards import ClassifierReward, Ensemble, WeightedSum, as_reward
+from rewardsteer.rewards import aggregates as agg
+from rewardsteer.rewards.base import ClassifierReward, Ensemble, WeightedSum, as_reward
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import torch
 
 import rewardsteer as rs
 from rewardsteer import models
-from rewardsteer.aggregates import wco
+from rewardsteer.bundled.nets import Classifier
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.nets import Classifier
-from rewardsteer.rewards import ClassifierReward, Ensemble
-from rewardsteer.robust import TransformedReward, TransformSpec, affine_warp, parse_transforms, random_affine
+from rewardsteer.rewards.aggregates import wco
+from rewardsteer.rewards.base import ClassifierReward, Ensemble
+from rewardsteer.rewards.robust import TransformedReward, TransformSpec, affine_warp, parse_transforms, random_affine
 
 ROOT = Path(__file__).resolve().parents[1]
 

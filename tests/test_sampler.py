@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rewardsteer.flow import NULL_CLASS, FlowSampler, UnrolledSampler, class_labels
+from rewardsteer.bundled.flow import NULL_CLASS, FlowSampler, UnrolledSampler, class_labels
 from tests.conftest import tiny_unet
 
 

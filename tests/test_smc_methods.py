@@ -8,8 +8,8 @@ import torch
 
 import rewardsteer as rs
 from rewardsteer import models
+from rewardsteer.bundled.flow import FlowSampler
 from rewardsteer.cli import main
-from rewardsteer.flow import FlowSampler
 from tests.conftest import Brightness, tiny_unet
 
 STEPS, N, K = 3, 2, 4

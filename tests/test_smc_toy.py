@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import rewardsteer as rs
+from rewardsteer.bundled.toy import GaussianMixtureFlow, linear_reward
 from rewardsteer.core import FunctionReward
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.toy import GaussianMixtureFlow, linear_reward
 
 TOY_1D = dict(weights=[0.7, 0.3], means=[-1.5, 1.5], stds=[0.5, 0.5])
 TOY_2D = dict(weights=[0.5, 0.3, 0.2], means=[[-2, 0], [1.5, 1.5], [1, -2]], stds=[[0.6, 0.6], [0.5, 0.8], [0.7, 0.4]])

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rewardsteer.errors import RewardsteerError
-from rewardsteer.stacked import StackedNets, scores_with_stacks, stack_members
+from rewardsteer.rewards.stacked import StackedNets, scores_with_stacks, stack_members
 
 
 def loop(nets, x):

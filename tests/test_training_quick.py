@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from rewardsteer import hub
+from rewardsteer.bundled import hub
 from rewardsteer.train import classifiers, flow, onestep
 
 
@@ -35,7 +35,7 @@ def test_training_is_deterministic(tmp_path):
 def test_killed_training_resumes_bit_identically(tmp_path, monkeypatch):
     """A run killed right after a checkpoint and restarted with --resume ends with the same weights as an
     uninterrupted run: model, EMA, optimizer moments, schedule, RNG and batch order all come back."""
-    from rewardsteer.train.common import Checkpoint
+    from rewardsteer.bundled.training import Checkpoint
 
     torch.set_num_threads(1)
     args = ["--steps", "5", "--batch", "4", "--threads", "1", "--label-dropout", "0.5", "--every", "0"]

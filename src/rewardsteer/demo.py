@@ -1,4 +1,5 @@
-"""`make demo` / `rewardsteer demo`: what the bundled models do, and one steering run, in about a minute."""
+"""`make demo` / `rewardsteer demo`: what the bundled models do, and one steering run (through the run layer, as
+`rewardsteer run` would make it), in about a minute."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 import torch
 
 from . import models
-from .evaluation import class_metrics, prior_metrics
-from .methods import reno
-from .report import image_grid, summary_lines, write_report
+from .bundled.evaluation import class_metrics, prior_metrics
+from .report import image_grid
+from .rewards.monitors import JUDGE_HIT_SUFFIX, JUDGES_AGREE
+from .runs import RunSpec, execute
 
 
 @torch.no_grad()
@@ -41,14 +43,15 @@ def run_demo(out: Path, target: int = 8, iters: int = 30) -> list[str]:
             lines.append(f"{name}: any digit (cond=None) -> {path} (every judge confident and agreeing on "
                          f"{m['all_judges_confident_and_agree']:.1%})")
     # The unconditional one-step model draws any digit; ReNO moves each noise until the reward sees a `target`,
-    # while three judges of different model families (and the realism monitor) watch, never optimized.
-    reward = models.default_reward(target)
-    heldout = {**models.judges(target), "realism": models.realism_monitor()}
-    result = reno(models.onestep(), reward, cond=None, n=8, iters=iters, seed=0, heldout=heldout)
-    paths = write_report(result, out / "steer")
-    lines.append(f"ReNO: unconditional mnist-onestep steered toward {target} by '{reward.name}'; held out: "
-                 f"{', '.join(heldout)}")
-    lines += ["  " + s for s in summary_lines(result)]
-    lines.append(f"  before/after grid: {paths['grid']}  trace: {paths['trace']}  result: {paths['result']}")
+    # while three judges of different model families (and the realism and diversity monitors) watch, never
+    # optimized. The same run as `rewardsteer run --method reno --class TARGET --n 8 --iters ITERS`.
+    spec = RunSpec(model="mnist-onestep", target=target, method="reno", n=8, iters=iters, seed=0)
+    result = execute(spec, out / "steer")
+    watched = [k for k in result.heldout_scores if not k.endswith(JUDGE_HIT_SUFFIX) and k != JUDGES_AGREE]
+    lines.append(f"ReNO: unconditional mnist-onestep steered toward {target} by the default reward (proxies-mixed "
+                 f"under EOT); held out: {', '.join(watched)}")
+    lines += ["  " + s for s in str(result.summary()).splitlines()]
+    lines.append(f"  before/after grid: {result.files['grid']}  trace: {result.files['trace']}  "
+                 f"result: {result.files['result']}")
     lines.append(f"outputs are in {out.resolve()}")
     return lines

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from .bundled.flow import FlowSampler, OneStepUNet, UnrolledSampler
+from .bundled.hub import BUNDLED, load_network
 from .core import Reward
 from .errors import UnknownNameError
-from .flow import FlowSampler, OneStepUNet, UnrolledSampler
-from .hub import BUNDLED, load_network
-from .judges import RealismMonitor
-from .monitor import BatchDiversity
-from .preference import load_bt
-from .rewards import ClassifierReward, Ensemble
-from .robust import robust
+from .rewards.base import ClassifierReward, Ensemble
+from .rewards.monitors import BatchDiversity, RealismMonitor
+from .rewards.preference import load_bt
+from .rewards.robust import robust
 
 CLASSIFIERS = tuple(n for n in BUNDLED if n.startswith(("mnist-judge", "mnist-proxy")))
 DEFAULT_GUIDANCE = 2.0

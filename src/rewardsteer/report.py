@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .monitor import monitor_lines, plotted
-from .result import JUDGES_AGREE, Result
+from .rewards.monitors import JUDGES_AGREE, monitor_lines, plotted
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 2, scale: int = 2) -> Image.Image:
@@ -56,7 +55,7 @@ def labelled_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor | None]], pad
     return canvas
 
 
-def save_before_after(result: Result, path: Path) -> Path:
+def save_before_after(result, path: Path) -> Path:
     """Two labelled rows, each sample's objective score under it: "before" (the unsteered start) and "after"
     (the steered outputs), up to 16 each."""
     k = min(len(result.samples), len(result.initial_samples), 16)
@@ -65,7 +64,7 @@ def save_before_after(result: Result, path: Path) -> Path:
     return path
 
 
-def plot_trace(result: Result, path: Path) -> Path:
+def plot_trace(result, path: Path) -> Path:
     """Optimized score (solid) and held-out scores (dashed) against NFE."""
     import matplotlib
 
@@ -97,7 +96,7 @@ def plot_trace(result: Result, path: Path) -> Path:
     return path
 
 
-def summary_lines(result: Result) -> list[str]:
+def summary_lines(result) -> list[str]:
     """The summary the CLI prints (and `Result.summary()` returns as text)."""
     s = result.summary_dict()
     sp = s["spent"]
@@ -118,7 +117,7 @@ def summary_lines(result: Result) -> list[str]:
     return lines
 
 
-def write_report(result: Result, out_dir: str | Path) -> dict[str, Path]:
+def write_report(result, out_dir: str | Path) -> dict[str, Path]:
     """`result.save(out_dir, report=True)`: result.json, tensors.safetensors, grid.png (image samples) and trace.png."""
     out = result.save(out_dir, report=True)
     return {"result": out / "result.json", "grid": out / "grid.png", "trace": out / "trace.png"}

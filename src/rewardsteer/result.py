@@ -12,10 +12,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from .hub import load_safetensors
-from .monitor import MONITOR_ONLY_PREFIX, check
-
-JUDGE_HIT_SUFFIX, JUDGES_AGREE = "/acc", "judges_agree"  # written by methods.common.score_heldout
+from .rewards.monitors import JUDGE_HIT_SUFFIX, JUDGES_AGREE, MONITOR_ONLY_PREFIX, check
+from .safety import load_safetensors
 
 
 @dataclass
@@ -26,7 +24,7 @@ class Result:
     member_scores / heldout_scores: {name: (n,)}; initial_*: the same for the unsteered starting point;
     trace: one dict of floats per iteration; spent: Meter.spent(); stopped: "completed", "budget:<what>",
     "interrupted", "callback" or "error: ...". `print(result)` is one line; `print(result.summary())` the
-    CLI's summary; `result.save(dir, report=True)` the CLI's files.
+    CLI's summary; `result.save(dir, report=True)` the CLI's files (`files` names them after a run-layer run).
     """
 
     method: str
@@ -42,6 +40,7 @@ class Result:
     spent: dict
     stopped: str = "completed"
     config: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict, repr=False)  # {name: path} of the files `runs.execute` wrote
 
     @property
     def best(self) -> torch.Tensor:

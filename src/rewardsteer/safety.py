@@ -9,7 +9,11 @@ import threading
 import uuid
 from pathlib import Path
 
-from .errors import RewardsteerError
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import RewardsteerError, WeightsError
 
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: the shell's code for "ended by SIGTERM"
 SIGINT_EXIT = 130
@@ -120,3 +124,21 @@ def deferred_signals():
         yield safe_point
     finally:
         restore()
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, refusing pickles (torch.save / .pt / .ckpt) and naming bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(9)
+    # a safetensors file is an 8-byte header length then its JSON header ("{"); that length's first byte may well
+    # be 0x80 or "PK", so only a file without the JSON brace is taken for a pickle (0x80) or a zip (torch.save)
+    if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
+        raise WeightsError(f"{path} is a pickle / torch.save file; rewardsteer loads only safetensors "
+                           "(convert it with safetensors.torch.save_file(state_dict, 'model.safetensors'))")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not a valid safetensors file (corrupt or truncated?): {e}") from None

@@ -31,7 +31,7 @@ class RewardsteerWarning(UserWarning):
     """Something the user should know about a run that still returned (e.g. fewer outputs than asked)."""
 
 
-def _takes_cond(fn: Callable) -> bool:
+def takes_cond(fn: Callable) -> bool:
     """Whether `fn` accepts a second positional argument (the condition)."""
     try:
         params = list(inspect.signature(fn.forward if isinstance(fn, torch.nn.Module) else fn).parameters.values())
@@ -68,7 +68,7 @@ class FunctionGenerator(OneStepGenerator):
         self.fn = fn  # an nn.Module is registered as a submodule: .to(), .parameters() reach it
         self.noise_shape, self.nfe_per_call = tuple(int(d) for d in shape), int(nfe_per_call)
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
-        self._with_cond = _takes_cond(fn)
+        self._with_cond = takes_cond(fn)
         _anchor(self, [fn], device, dtype)
 
     def forward(self, z: torch.Tensor, cond: Any = None) -> torch.Tensor:

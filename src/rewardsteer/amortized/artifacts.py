@@ -90,3 +90,11 @@ def load_amortized(path: str | Path, base: OneStepGenerator, target: Any = None)
     noise_map = NOISE_MAPS[kind](**{k: (tuple(v) if k == "noise_shape" else v) for k, v in config.items()})
     noise_map.load_state_dict(tensors)
     return NoisedGenerator(base, noise_map.eval().requires_grad_(False), condition_for(card, target))
+
+
+def describe(path: Path) -> str:
+    """One line about a saved amortizer, for `rewardsteer run --amortized`."""
+    card = read_card(path)
+    cost = card.get("training", {}).get("cost", {})
+    return (f"{card['kind']} from {path} (base {card['base']['name']}, targets {card.get('conditions')}, trained "
+            f"{cost.get('steps_done', '?')} steps, {json.dumps(cost.get('nfe'))} NFE)")

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..bundled.nets import ResBlock
 from ..core import OneStepGenerator, reference
 from ..errors import RewardsteerError
 from ..methods.reno import prior_nll
-from ..nets import ResBlock
 
 
 def condition_index(c: Any, batch: int, num_conditions: int, device) -> torch.Tensor:

@@ -24,11 +24,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..budget import Meter
+from ..bundled.training import Logger, optimizer_tensors, restore_optimizer
 from ..core import Reward, make_rng, reference, reward_generators
 from ..errors import RewardsteerError
-from ..methods.common import score_heldout
+from ..plumbing import score_heldout
 from ..safety import deferred_signals
-from ..train.common import Logger, optimizer_tensors, restore_optimizer
 from .lora import base_model, output_kl
 
 

@@ -47,7 +47,7 @@ class LocalBackend:
                 for job in jobs:
                     yield execute(job, root)
             finally:
-                from ..hub import keep_loaded
+                from ..bundled.hub import keep_loaded
 
                 torch.set_num_threads(threads)
                 keep_loaded(False)

@@ -1,5 +1,5 @@
-"""Batch jobs as data: one JSON object per line of a JSONL file (or one row of a CSV file) holding `rewardsteer
-run`'s options, e.g.
+"""Batch jobs as data: one JSON object per line of a JSONL file (or one row of a CSV file) holding a run's options
+(a `rewardsteer.runs.RunSpec`, spelled as `rewardsteer run`'s options), e.g.
 
     {"model": "mnist-onestep", "class": 7, "method": "best_of_n", "candidates": 64, "n": 4, "max_nfe": 64}
 
@@ -8,8 +8,8 @@ Keys are `run`'s option names without the dashes (`max-nfe` and `max_nfe` both w
 takes a string or a list (in CSV: values separated by `;`); an on/off option takes true or false. `name` is a
 label for tables and is not part of the job. `out` and `progress` belong to the batch.
 
-A job's id is a hash of its canonical JSON (keys sorted, values converted by the CLI's own option types, so the
-CSV cell "7" and the JSON number 7 give the same id; defaults not filled in), and its seed, unless the job sets
+A job's id is a hash of its canonical JSON (keys sorted, values converted by RunSpec's own types, so the CSV cell
+"7" and the JSON number 7 give the same id; defaults not filled in), and its seed, unless the job sets
 `seed`, derives from the id: the same job gives the same samples wherever and whenever it runs.
 """
 
@@ -18,19 +18,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from ..errors import RewardsteerError
+from ..runs import check as check_run
+from ..runs.spec import RunSpec
 
 BATCH_OWNED = ("out", "progress")  # set by the batch for every job
-ALIASES = {"generator": "model", "target": "class", "rewards": "reward", "heldouts": "heldout"}
-BUDGET_KEYS = {"nfe": "max_nfe", "backward": "max_backward", "reward_calls": "max_reward_calls",
-               "seconds": "max_seconds"}
 LABEL = "name"
 SEED_BITS = 31
 
@@ -41,8 +37,8 @@ class JobsError(RewardsteerError):
 
 @dataclass(frozen=True)
 class Job:
-    """One steering job: `options` are `rewardsteer run` options (canonical names, typed values, only those the
-    job sets); `id` is the hash of their canonical JSON; `seed` the job's own or one derived from the id."""
+    """One steering job: `options` are a RunSpec's keys and typed values (only those the job sets); `id` is the
+    hash of their canonical JSON; `seed` the job's own or one derived from the id."""
 
     options: dict
     id: str
@@ -50,11 +46,18 @@ class Job:
     line: int = 0
     name: str | None = None
 
+    @property
+    def spec(self) -> RunSpec:
+        """The run this job is, with its seed."""
+        spec = RunSpec.from_dict(self.options)
+        return spec if "seed" in self.options else spec.replace(seed=self.seed)
+
     def argv(self, out: str | Path | None = None) -> list[str]:
         """The `rewardsteer run` arguments that run this job (with its seed; with --out when given)."""
-        args = options_to_argv(self.options)
-        if "seed" not in self.options:
-            args += ["--seed", str(self.seed)]
+        args = self.spec.to_argv()
+        if "seed" not in self.options:  # the derived seed last, as a command line would add it
+            i = args.index("--seed")
+            args = args[:i] + args[i + 2:] + ["--seed", str(self.seed)]
         if out is not None:
             args += ["--out", str(out), "--no-progress"]
         return args
@@ -81,114 +84,17 @@ class Job:
         return cls(d["options"], d["id"], d["seed"], d.get("line", 0), d.get("name"))
 
 
-def _run_command() -> click.Command:
-    from ..cli import run
-
-    return run
-
-
-def option_table() -> dict[str, tuple[click.Option, bool]]:
-    """Job key -> (the `run` option, the value a bare flag means): every spelling of every option, e.g.
-    `class` and `target`, `standardize` (True) and `raw` (False)."""
-    table: dict[str, tuple[click.Option, bool]] = {}
-    for p in _run_command().params:
-        if not isinstance(p, click.Option) or p.name in BATCH_OWNED:
-            continue
-        for opt in p.opts:
-            table[_key(opt)] = (p, True)
-        for opt in p.secondary_opts:
-            table[_key(opt)] = (p, False)
-        table.setdefault(p.name, (p, True))
-    return table
-
-
-def _key(opt: str) -> str:
-    return opt.lstrip("-").replace("-", "_")
-
-
-def canonical_key(p: click.Option) -> str:
-    return _key(p.opts[0])
-
-
-def options_to_argv(options: dict) -> list[str]:
-    """Canonical job options -> `rewardsteer run` arguments."""
-    table = option_table()
-    args: list[str] = []
-    for key, value in options.items():
-        p, _ = table[key]
-        if p.is_flag:
-            args.append(p.opts[0] if value else (p.secondary_opts or [None])[0])
-            if args[-1] is None:
-                args.pop()
-        elif p.multiple:
-            for v in value:
-                args += [p.opts[0], str(v)]
-        else:
-            args += [p.opts[0], str(value)]
-    return args
-
-
-def _flag_value(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-        return value.strip().lower() in ("true", "yes", "1", "on")
-    raise RewardsteerError(f"'{key}' takes true or false; got {value!r}")
-
-
-def normalize(raw: dict, *, list_separator: str | None = None) -> tuple[dict, str | None, click.Context]:
-    """A job as written -> (canonical options, name, the `run` command's parsed context). Raises a one-line
-    RewardsteerError (or click's own message for a bad value) for anything `rewardsteer run` would reject."""
+def normalize(raw: dict, *, list_separator: str | None = None) -> tuple[RunSpec, str | None]:
+    """A job as written -> (its RunSpec, its name). Raises a one-line RewardsteerError for anything `rewardsteer
+    run` would reject."""
     if not isinstance(raw, dict):
         raise RewardsteerError(f"a job is a JSON object of `rewardsteer run` options; got {type(raw).__name__}")
-    table = option_table()
     raw = dict(raw)
     name = raw.pop(LABEL, None)
-    if name is not None and not isinstance(name, str):
-        name = str(name)
-    budget = raw.pop("budget", None)
-    if budget is not None:
-        if not isinstance(budget, dict) or set(budget) - set(BUDGET_KEYS):
-            raise RewardsteerError(f"'budget' is an object with keys from {', '.join(BUDGET_KEYS)}; got {budget!r}")
-        for k, v in budget.items():
-            raw.setdefault(BUDGET_KEYS[k], v)
-    given: dict[str, Any] = {}
-    for key, value in raw.items():
-        k = ALIASES.get(_key(key), _key(key))
-        if k in BATCH_OWNED:
+    for key in raw:
+        if str(key).lstrip("-").replace("-", "_") in BATCH_OWNED:
             raise RewardsteerError(f"'{key}' is set by the batch for every job (each job writes under --out/jobs/ID)")
-        if k not in table:
-            known = sorted({canonical_key(p) for p, _ in table.values()} | {"budget", LABEL, *ALIASES})
-            raise RewardsteerError(f"unknown job key '{key}'; known keys: {', '.join(known)}")
-        if value is None or value == "":
-            continue
-        p, bare = table[k]
-        ck = canonical_key(p)
-        if ck in given:
-            raise RewardsteerError(f"'{key}' repeats option '{ck}'")
-        if p.is_flag:
-            value = _flag_value(key, value) == bare
-        elif p.multiple:
-            if isinstance(value, str) and list_separator:
-                value = [v.strip() for v in value.split(list_separator) if v.strip()]
-            value = list(value) if isinstance(value, (list, tuple)) else [value]
-            if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
-                raise RewardsteerError(f"'{key}' takes a string or a list of strings; got {raw[key]!r}")
-        elif isinstance(value, (dict, list)):
-            raise RewardsteerError(f"'{key}' takes one value; got {value!r}")
-        given[ck] = value
-    run = _run_command()
-    try:
-        # an --out that exists (the jobs' own go under the batch's --out) so only the job's options are checked
-        ctx = run.make_context("run", [*options_to_argv(given), "--out", tempfile.gettempdir()])
-    except click.ClickException as e:
-        raise RewardsteerError(e.format_message()) from None
-    options = {}
-    for key in given:
-        p, _ = table[key]
-        v = ctx.params[p.name]
-        options[key] = list(v) if isinstance(v, tuple) else v
-    return options, name, ctx
+    return RunSpec.from_dict(raw, list_separator=list_separator), None if name is None else str(name)
 
 
 def job_id(options: dict) -> str:
@@ -202,57 +108,15 @@ def seed_from_id(jid: str) -> int:
 
 
 def make_job(raw: dict, line: int = 0, list_separator: str | None = None, check: bool = True) -> Job:
-    """A validated Job from a dict as written in a jobs file (`check`: also the names `run` resolves at run time:
-    models, rewards, held-out judges, transforms, aggregates, conditions, method/model pairs)."""
-    options, name, ctx = normalize(raw, list_separator=list_separator)
+    """A validated Job from a dict as written in a jobs file (`check`: also the names the run resolves: models,
+    rewards, held-out judges, transforms, aggregates, conditions, method/model pairs; `rewardsteer.runs.check`)."""
+    spec, name = normalize(raw, list_separator=list_separator)
     if check:
-        check_names(ctx)
+        check_run(spec)
+    options = spec.to_dict()
     jid = job_id(options)
     seed = options.get("seed", seed_from_id(jid))
     return Job(options, jid, seed, line, name)
-
-
-def check_names(ctx: click.Context) -> None:
-    """The checks `rewardsteer run` makes on names and specs before it spends compute, done for a whole jobs file
-    before the first job starts (loading a reward's weights once to prove it loads)."""
-    from .. import cli
-    from ..models import GENERATORS, reward_from_spec
-
-    p, default = ctx.params, click.core.ParameterSource.DEFAULT
-    given = {name for name in p if ctx.get_parameter_source(name) != default}
-    if p["model"] == "moses-mdlm":
-        from ..molecules import steer
-
-        image_only = {"robust", "aggregate", "standardize", "pipeline", "condition"} & given
-        if image_only:
-            raise RewardsteerError(f"--{sorted(image_only)[0]} is an image option; molecule runs take --reward, "
-                                   "--heldout, --method")
-        steer.check_names(p["method"] if "method" in given else "svdd",
-                          list(p["rewards"]) if "rewards" in given else [steer.DEFAULT_REWARD],
-                          list(p["heldouts"]) if "heldouts" in given else [steer.DEFAULT_HELDOUT])
-        return
-    if p["pipeline"] is not None:
-        if not p["prompt"]:
-            raise RewardsteerError("--pipeline needs --prompt \"...\"")
-        if "rewards" not in given:
-            raise RewardsteerError("--pipeline needs --reward: clip:PATH_OR_ID, head:FILE.safetensors, "
-                                   "suppress:CONCEPT or jpeg")
-        return
-    if p["model"] not in GENERATORS:
-        from ..errors import UnknownNameError
-
-        raise UnknownNameError("generator", p["model"], GENERATORS)  # the message `run` gives
-    if p["method"] in cli.PARTICLE_METHODS and p["model"] != "mnist-flow":
-        raise RewardsteerError(f"--method {p['method']} steers a multi-step stochastic sampler: use --model mnist-flow")
-    cli._condition(p["condition"], p["target"])
-    for spec in p["rewards"]:
-        reward_from_spec(spec, p["target"])
-    cli._heldout(p["heldouts"], p["target"])
-    cli._transforms(p["robust"])
-    if p["aggregate"]:
-        from ..aggregates import aggregate_from_spec
-
-        aggregate_from_spec(p["aggregate"])
 
 
 def read_rows(path: Path) -> list[tuple[int, Any, str | None]]:

@@ -1,4 +1,4 @@
-"""Run one job: `rewardsteer run` with the job's options into a temporary folder, then rename it to `jobs/ID`.
+"""Run one job: its RunSpec through `rewardsteer.runs.execute` into a temporary folder, then rename it to `jobs/ID`.
 
 `execute(job, root)` is the one function every backend calls (the local pool, Ray, the in-process loop), so a
 laptop run and a cluster run write the same files. It never raises for a job's own failure (a bad value, an
@@ -8,7 +8,6 @@ impossible budget, an exception, out of memory): the failure is recorded in the 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ def prepare_worker(threads: int | None = None, die_with_parent: bool = False) ->
     the batch process dies, so a killed batch leaves no orphans computing."""
     import torch
 
-    from ..hub import keep_loaded
+    from ..bundled.hub import keep_loaded
 
     if threads:
         torch.set_num_threads(threads)
@@ -83,9 +82,7 @@ def _one_line(exc: BaseException) -> str:
 def execute(job: Job | dict, root: str | Path) -> dict:
     """Run `job` with its outputs under `root/jobs/ID`; return its manifest record (status done, failed, or
     interrupted: an interrupted job leaves nothing behind and runs again on resume)."""
-    import click
-
-    from ..cli import run
+    from ..runs import execute as execute_run
 
     job = Job.from_json(job) if isinstance(job, dict) else job
     final = job_dir(root, job.id)
@@ -94,21 +91,18 @@ def execute(job: Job | dict, root: str | Path) -> dict:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f"{TMP_PREFIX}{job.id}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    log, start = io.StringIO(), time.perf_counter()
+    log, start = [], time.perf_counter()
     status, error = "done", None
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
-            ctx = run.make_context("run", job.argv(out=tmp))
-            with ctx:
-                run.invoke(ctx)
-    except SystemExit as e:  # `run` exits 130 when interrupted (it saved the partial result first)
-        status = "interrupted" if e.code in (130, 143) else "failed"
-        error = f"exited with code {e.code}"
+            result = execute_run(job.spec, tmp, progress=False, log=log.append)
+        log += [f"warning: {w.message}" for w in caught]
+        log += [*str(result.summary()).splitlines(), "wrote " + ", ".join(str(p) for p in result.files.values())]
+        if result.stopped == "interrupted":  # Ctrl-C inside the method: it returned what it had
+            status, error = "interrupted", "interrupted"
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted"
-    except click.ClickException as e:
-        status, error = "failed", e.format_message()
     except BaseException as e:  # noqa: BLE001 - a job's failure, whatever it is, is the job's, not the batch's
         status, error = "failed", _one_line(e)
         (tmp / ERROR_FILE).write_text("".join(traceback.format_exception(e)))
@@ -116,7 +110,7 @@ def execute(job: Job | dict, root: str | Path) -> dict:
     if status == "interrupted":
         shutil.rmtree(tmp, ignore_errors=True)
         return {"id": job.id, "line": job.line, "status": "interrupted", "error": error}
-    (tmp / LOG_FILE).write_text(log.getvalue())
+    (tmp / LOG_FILE).write_text("".join(line + "\n" for line in log))
     (tmp / JOB_FILE).write_text(json.dumps({**job.to_json(), "argv": job.argv()}, indent=1) + "\n")
     record = record_from(job, status, tmp, seconds, error)
     write_atomic(tmp / STATUS_FILE, json.dumps(record, indent=1, default=str) + "\n")

@@ -63,7 +63,7 @@ def write_table(rows: list[dict], path: Path) -> Path:
 
 def _best(folder: Path):
     """(best sample, its score) from a job folder's tensors, or None."""
-    from ..hub import load_safetensors
+    from ..safety import load_safetensors
 
     path = folder / "tensors.safetensors"
     if not path.is_file():

@@ -5,6 +5,7 @@ diffusers and transformers are imported only when a loader runs, so `import rewa
 
 from .loading import load_clip, load_pipeline, parse_dtype
 from .mmdit import FluxSampler, SD3Sampler
+from .pipelines import diffusers_sampler, from_diffusers
 from .rewards import (
     CLIPFeatures,
     CLIPHead,
@@ -17,14 +18,7 @@ from .rewards import (
     pickscore,
     suppress_concept,
 )
-from .sampler import (
-    DiffusersSampler,
-    LatentSampler,
-    UnrolledDiffusers,
-    diffusers_sampler,
-    from_diffusers,
-    path_coefficients,
-)
+from .sampler import DiffusersSampler, LatentSampler, UnrolledDiffusers, path_coefficients
 
 __all__ = [
     "CLIPFeatures", "CLIPHead", "CLIPScore", "DiffusersSampler", "FluxSampler", "JPEGCompressibility", "LatentSampler",

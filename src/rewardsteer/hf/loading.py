@@ -92,8 +92,6 @@ def load_clip(name: str | os.PathLike, dtype: str | torch.dtype | None = None, d
     """(CLIPModel, CLIPTokenizer, preprocessing {size, mean, std}) from a hub name or local folder."""
     from transformers import CLIPModel, CLIPTokenizer
 
-    from .checks import check_device_dtype
-
     name = str(name)
     check_device_dtype(device, parse_dtype(dtype))
     try:
@@ -108,3 +106,24 @@ def load_clip(name: str | os.PathLike, dtype: str | torch.dtype | None = None, d
     prep = {"size": size, "mean": tuple(cfg.get("image_mean", CLIP_MEAN)), "std": tuple(cfg.get("image_std", CLIP_STD))}
     model = model.eval().requires_grad_(False)
     return (model.to(device) if device is not None else model), tokenizer, prep
+
+
+def check_device_dtype(device, dtype: torch.dtype | None) -> None:
+    """One line for a device that does not exist here, or a dtype that device cannot run."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RewardsteerError(f"unknown device '{device}'; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RewardsteerError(f"device '{device}' asked for, but this torch {torch.__version__} sees no CUDA GPU: "
+                               "pass device='cpu' (--device cpu), or install a CUDA build of torch")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RewardsteerError(f"device '{device}' asked for, but MPS is not available here: pass device='cpu'")
+    if dtype == torch.float16 and dev.type == "cpu":
+        # diffusers itself warns that fp16 pipelines "cannot run with cpu device"; many CPU kernels lack half support
+        raise RewardsteerError("fp16 is not supported on CPU: use bf16 or fp32 on CPU (dtype='bf16' / 'fp32'), "
+                               "fp16 on a GPU")
+    if dtype == torch.bfloat16 and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RewardsteerError(f"bf16 is not supported on {torch.cuda.get_device_name(dev)}: use fp16 or fp32 there")

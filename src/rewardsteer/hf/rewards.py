@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint as ckpt
 
 from ..core import Reward
 from ..errors import RewardsteerError, WeightsError
-from ..hub import load_safetensors
+from ..safety import load_safetensors
 from .checks import warn_if_truncated
 from .loading import CLIP_MEAN, CLIP_STD, load_clip
 

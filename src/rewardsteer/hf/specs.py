@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..core import Reward
 from ..errors import RewardsteerError, UnknownNameError
-from ..rewards import Ensemble
+from ..rewards.base import Ensemble
 from .rewards import CLIPFeatures, CLIPHead, CLIPScore, JPEGCompressibility, MLPHead, hps_score, pickscore, suppress_concept
 
 KINDS = ("clip:PATH_OR_ID", "pickscore:PATH_OR_ID", "hps:PATH_OR_ID", "head:FILE.safetensors[@CLIP]",

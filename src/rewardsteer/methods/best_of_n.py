@@ -13,16 +13,8 @@ from tqdm.auto import tqdm
 from ..budget import Budget, Meter
 from ..core import make_rng, reference
 from ..errors import RewardsteerError
+from ..plumbing import build_result, finite_or_neg_inf, generate_and_score, prepare, run_guarded, score_heldout, trace_entry
 from ..wrap import check_budget, check_cond, check_count, one_step_generator, renamed
-from .common import (
-    build_result,
-    finite_or_neg_inf,
-    generate_and_score,
-    prepare,
-    run_guarded,
-    score_heldout,
-    trace_entry,
-)
 
 
 class TopK:

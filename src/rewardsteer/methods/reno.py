@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from ..budget import Budget, Meter
 from ..core import make_rng, reference
 from ..errors import RewardsteerError
+from ..plumbing import BestPerSlot, build_result, check_noise, prepare, run_guarded, score, score_heldout, trace_entry
 from ..wrap import check_budget, check_cond, check_count, one_step_generator
-from .common import BestPerSlot, build_result, check_noise, prepare, run_guarded, score, score_heldout, trace_entry
 
 
 def prior_nll(z: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,7 @@ from tqdm.auto import tqdm
 from ..budget import Budget, Meter
 from ..core import make_rng, reference
 from ..errors import RewardsteerError
-from ..wrap import check_budget, check_cond, check_count, one_step_generator
-from .common import (
+from ..plumbing import (
     BestPerSlot,
     build_result,
     check_noise,
@@ -24,6 +23,7 @@ from .common import (
     score_heldout,
     trace_entry,
 )
+from ..wrap import check_budget, check_cond, check_count, one_step_generator
 
 
 def sphere_neighbours(pivot: torch.Tensor, k: int, cosine: float, rng: torch.Generator) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..masked import MaskedDiffusionSampler
+from ..bundled.masked import MaskedDiffusionSampler
 from .data import Vocabulary
 
 DEFAULT_STEPS = 32
@@ -33,7 +33,7 @@ class MoleculeSampler(MaskedDiffusionSampler):
 
 def moses_mdlm(num_steps: int = DEFAULT_STEPS, name: str = "moses-mdlm", weights_dir: Path | None = None) -> MoleculeSampler:
     """The bundled masked diffusion model of MOSES molecules (MDLM, Sahoo et al. 2024) as a T-step sampler."""
-    from ..hub import WEIGHTS_DIR, load_network, model_card  # hub registers this package's network class
+    from ..bundled.hub import WEIGHTS_DIR, load_network, model_card  # hub registers this package's network class
 
     weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
     card = model_card(name, weights_dir)
@@ -42,7 +42,10 @@ def moses_mdlm(num_steps: int = DEFAULT_STEPS, name: str = "moses-mdlm", weights
 
 def __getattr__(name):  # rewards and metrics import RDKit: load them on first use
     if name in ("reward", "rewards"):
-        from . import rewards
+        import importlib
 
+        # import_module, not `from . import rewards`: that form asks this package for the attribute first, which
+        # would call this function again (a RecursionError before 0.2)
+        rewards = importlib.import_module(f"{__name__}.rewards")
         return rewards.reward if name == "reward" else rewards
     raise AttributeError(name)

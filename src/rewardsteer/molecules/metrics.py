@@ -24,8 +24,8 @@ import torch
 from rdkit import DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
+from ..bundled.evaluation import frechet_distance
 from ..errors import RewardsteerError
-from ..evaluation import frechet_distance
 from . import chem
 
 PROPERTIES = {"qed": chem.qed, "logp": chem.logp, "sa": chem.sa, "mw": chem.mw}  # MOSES's four Wasserstein metrics

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from ..bundled.mol_nets import FingerprintMLP
 from ..core import Reward
-from ..rewards import Ensemble
+from ..rewards.base import Ensemble
 from .data import Vocabulary
 
 RADIUS = 2
@@ -37,32 +37,13 @@ def fingerprints(mols: list, bits: int = 2048, counts: bool = True) -> torch.Ten
     return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, bits)
 
 
-class FingerprintMLP(nn.Module):
-    """fingerprint (N, bits) -> property (N,): log1p of counts, two hidden ReLU layers, then the standardized
-    prediction mapped back to property units with the training targets' mean / std (buffers)."""
-
-    def __init__(self, bits: int = 2048, hidden: int = 256, counts: bool = True, prop: str = "qed"):
-        super().__init__()
-        self.config = {"bits": bits, "hidden": hidden, "counts": counts, "prop": prop}
-        self.net = nn.Sequential(nn.Linear(bits, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
-        self.register_buffer("mean", torch.zeros(()))
-        self.register_buffer("std", torch.ones(()))
-
-    def standardized(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.log1p()).squeeze(-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mean + self.std * self.standardized(x)
-
-
 class ProxyReward(Reward):
     """A `FingerprintMLP` as a reward over token ids; invalid molecules score the gold oracle's invalid score."""
 
     differentiable = False
 
     def __init__(self, net: FingerprintMLP, vocab: Vocabulary, name: str = "proxy", decoder=None):
-        from .rewards import ORACLES, MoleculeDecoder
+        from .oracles import ORACLES, MoleculeDecoder
 
         self.net, self.name = net.eval(), name
         self.prop = net.config["prop"]
@@ -88,8 +69,8 @@ def proxy_ensemble(prop: str = "qed", vocab: Vocabulary | None = None, k: int = 
     """The bundled proxies `moses-proxy-{prop}-{0..k-1}` as an `Ensemble` (members `proxy-{prop}-{i}`, one
     shared decoder) under `aggregate` (a transform such as `aggregates.wco()`; default the mean). `vocab`
     defaults to the bundled moses-mdlm's."""
-    from ..hub import WEIGHTS_DIR, load_network
-    from .rewards import MoleculeDecoder, bundled_vocabulary
+    from ..bundled.hub import WEIGHTS_DIR, load_network
+    from .oracles import MoleculeDecoder, bundled_vocabulary
 
     vocab = bundled_vocabulary() if vocab is None else vocab
     weights_dir = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)

@@ -19,48 +19,20 @@ and is counted in `reward.invalid` (the `valid` monitor reports the valid fracti
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from ..core import Reward
 from ..errors import UnknownNameError
-from ..rewards import WeightedSum
+from ..rewards.base import WeightedSum
 from . import chem
 from .data import Vocabulary
+from .oracles import MULTI, ORACLES, MoleculeDecoder, bundled_vocabulary
 
-SA_MAX, MW_RANGE = 4.0, (250.0, 450.0)
-ORACLES = {
-    "qed": (chem.qed, 0.0),
-    "neg_sa": (lambda m: -chem.sa(m), -10.0),
-    "logp": (chem.logp, -10.0),
-    "penalized_logp": (chem.penalized_logp, -20.0),
-    "sa_ok": (lambda m: -max(0.0, chem.sa(m) - SA_MAX), -6.0),
-    "mw_ok": (lambda m: -max(0.0, MW_RANGE[0] - chem.mw(m), chem.mw(m) - MW_RANGE[1]) / 100.0, -2.5),
-}
-MULTI = {"qed_sa_mw": {"qed": 1.0, "sa_ok": 1.0, "mw_ok": 1.0}}
 # learned proxies (molecules.proxies): the 3 bundled QED regressors, aggregated by mean (default) or `:AGG`
 PROXY_SPECS = ("proxies-qed", "proxies-qed:mean", "proxies-qed:wco", "proxies-qed:uwo", "proxies-qed:mean_std")
 NAMES = (*ORACLES, *MULTI, *PROXY_SPECS)
-
-
-class MoleculeDecoder:
-    """Token ids -> RDKit molecules with a bounded memo (token tuple -> molecule or None)."""
-
-    def __init__(self, vocab: Vocabulary, size: int = 100_000):
-        self.vocab, self.size, self.memo = vocab, size, OrderedDict()
-
-    def __call__(self, ids: torch.Tensor) -> list:
-        out = []
-        for row in ids.tolist():
-            key = tuple(row)
-            if key not in self.memo:
-                self.memo[key] = chem.mol(self.vocab.decode(torch.tensor([row]))[0])
-                if len(self.memo) > self.size:
-                    self.memo.popitem(last=False)
-            out.append(self.memo[key])
-        return out
 
 
 class OracleReward(Reward):
@@ -95,20 +67,13 @@ class Validity(Reward):
         return torch.tensor([float(m is not None) for m in self.decoder(samples)], device=samples.device)
 
 
-def bundled_vocabulary() -> Vocabulary:
-    """The token vocabulary of the bundled `moses-mdlm`."""
-    from ..hub import model_card
-
-    return Vocabulary(**model_card("moses-mdlm")["vocabulary"])
-
-
 def reward(name: str, vocab: Vocabulary | None = None) -> Reward:
     """A chemistry reward by name (see the module table) over token ids of `vocab` (default: moses-mdlm's):
     one oracle, or the multi-objective `qed_sa_mw`, a `WeightedSum` whose members (QED and the two
     constraint penalties) stay visible in every result."""
     vocab = bundled_vocabulary() if vocab is None else vocab
     if name in PROXY_SPECS:
-        from ..aggregates import aggregate_from_spec
+        from ..rewards.aggregates import aggregate_from_spec
         from .proxies import proxy_ensemble
 
         _, _, agg = name.partition(":")

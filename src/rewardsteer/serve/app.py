@@ -1,4 +1,4 @@
-"""The web demo (`rewardsteer serve`): a Gradio page over `rewardsteer run`. Pick the generator, target, rewards
+"""The web demo (`rewardsteer serve`): a Gradio page over the run layer (`rewardsteer.runs`). Pick the generator, target, rewards
 and aggregate, held-out judges, method and budget; the trace plot streams while the run goes, then the page shows
 the before/after grid, the summary with the cost line and the over-optimization monitor, and result.json to
 download. Bad input shows the CLI's one-line error."""
@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cli import METHOD_CHOICES
 from ..errors import RewardsteerError
+from ..runs.spec import METHOD_CHOICES
 from .session import SteeringRun, changed_options, one_line
 
 IMAGE_REWARDS = ["proxies-mixed", "proxies", "proxies:3", *(f"mnist-proxy-{i}" for i in range(5)),
@@ -30,7 +30,7 @@ def generators() -> list[str]:
     """The bundled generators; moses-mdlm when its weights and RDKit are installed."""
     import importlib.util
 
-    from ..hub import WEIGHTS_DIR
+    from ..bundled.hub import WEIGHTS_DIR
 
     names = ["mnist-onestep", "mnist-flow"]
     if (WEIGHTS_DIR / "moses-mdlm.safetensors").is_file() and importlib.util.find_spec("rdkit") is not None:
@@ -191,7 +191,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, workdir: str | Path | None 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    from ..hub import keep_loaded
+    from ..bundled.hub import keep_loaded
 
     keep_loaded(True)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="rewardsteer-serve-"))

@@ -1,10 +1,9 @@
-"""One steering run driven from a program (the web page): the form's options checked as `rewardsteer run` checks
-them, the run executed by `rewardsteer run` itself in a thread, its trace streamed through the run hook."""
+"""One steering run driven from a program (the web page): the form's options become a `RunSpec`, checked as
+`rewardsteer run` checks them, and `rewardsteer.runs.execute` runs it in a thread. Each run keeps its own log, trace
+rows and summary (no process-wide stdout redirection), so concurrent runs never mix."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import threading
 import time
@@ -13,17 +12,13 @@ from pathlib import Path
 import click
 
 from ..errors import RewardsteerError
-from ..hooks import RUN_CALLBACK
+from ..runs import check, execute
+from ..runs.spec import RunSpec, spec_fields
 
 
 def run_defaults() -> dict:
-    """`rewardsteer run`'s defaults by canonical job key (`class`, `reward`, `max_nfe`, ...)."""
-    from ..batch.jobs import canonical_key, option_table
-
-    out = {}
-    for p, _ in option_table().values():
-        out[canonical_key(p)] = list(p.default) if isinstance(p.default, (tuple, list)) else p.default
-    return out
+    """`rewardsteer run`'s defaults by job key (`class`, `reward`, `max_nfe`, ...)."""
+    return {f.metadata["key"]: f.default for f in spec_fields()}
 
 
 def changed_options(form: dict) -> dict:
@@ -61,12 +56,11 @@ class SteeringRun:
     returns what it has, stopped "callback"). Afterwards: `error` (a one-line message) or the files in `out`."""
 
     def __init__(self, options: dict, out: str | Path):
-        from ..batch.jobs import make_job
-
-        self.job = make_job(options)  # the CLI's checks and messages; raises RewardsteerError
+        self.spec = check(RunSpec.from_dict(options))  # the CLI's checks and messages; raises RewardsteerError
         self.out = Path(out)
         self.rows: list[tuple[int, float, float]] = []
-        self.log = io.StringIO()
+        self.log: list[str] = []
+        self.result = None
         self.error: str | None = None
         self.interrupted = False
         self._stop = threading.Event()
@@ -98,28 +92,21 @@ class SteeringRun:
         return {"stop": True} if self._stop.is_set() else None
 
     def _run(self) -> None:
-        from ..cli import run
-
-        token = RUN_CALLBACK.set(self._callback)
         try:
-            with contextlib.redirect_stdout(self.log), contextlib.redirect_stderr(self.log):
-                ctx = run.make_context("run", self.job.argv(out=self.out))
-                with ctx:
-                    run.invoke(ctx)
-        except SystemExit as e:
-            self.interrupted = e.code in (130, 143)
-            if not self.interrupted:
-                self.error = f"error: the run exited with code {e.code}"
+            self.result = execute(self.spec, self.out, callback=self._callback, progress=False, log=self.log.append)
+            self.interrupted = self.result.stopped == "interrupted"
+        except KeyboardInterrupt:
+            self.interrupted = True
         except BaseException as e:  # noqa: BLE001 - shown on the page as one line, like the CLI
             self.error = one_line(e)
-        finally:
-            RUN_CALLBACK.reset(token)
 
     @property
     def summary(self) -> list[str]:
-        """What `rewardsteer run` printed (score, held-out, judges, cost, monitor), less the "wrote ..." line."""
-        return [line for line in self.log.getvalue().splitlines()
-                if line.strip() and not line.startswith(("wrote ", "partial result saved"))]
+        """This run's notes and its Result's summary (score, held-out, judges, cost, monitor)."""
+        lines = [line for line in self.log if not line.startswith("partial result saved")]
+        if self.result is not None:
+            lines += str(self.result.summary()).splitlines()
+        return [line for line in lines if line.strip()]
 
     def files(self) -> dict[str, Path]:
         return {name: self.out / f for name, f in (("result", "result.json"), ("grid", "grid.png"),

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..budget import Budget, Meter
 from ..core import Sampler, make_rng, select_cond
 from ..errors import RewardsteerError
-from ..methods.common import build_result, prepare, run_guarded, score, score_heldout, trace_entry
+from ..plumbing import build_result, prepare, run_guarded, score, score_heldout, trace_entry
 from ..wrap import check_budget, check_cond, check_count
 from ..wrap import sampler as as_checked_sampler
 from .core import Weights, check_smc, resample, take

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..budget import Budget, Meter
 from ..core import Sampler, make_rng
 from ..errors import RewardsteerError
-from ..methods.common import build_result, prepare, run_guarded, score, score_heldout, trace_entry
+from ..plumbing import build_result, prepare, run_guarded, score, score_heldout, trace_entry
 from ..wrap import check_budget, check_cond, check_count
 from ..wrap import sampler as as_checked_sampler
 from .core import check_alpha, check_smc, ess, resample

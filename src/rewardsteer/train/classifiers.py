@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..data import load_mnist
-from ..nets import Classifier
-from .common import Logger, command_line, mnist_data_card, save_model, seed_everything
+from ..bundled.data import load_mnist
+from ..bundled.nets import Classifier
+from ..bundled.training import Logger, command_line, mnist_data_card, save_model, seed_everything
 
 NOISY_SUBSET_SEED = 1234
 

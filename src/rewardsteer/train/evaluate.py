@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_mnist
-from ..evaluation import auroc, class_metrics, frechet_distance, judge_outputs, prior_metrics, probabilities
-from ..flow import FlowSampler, OneStepUNet
-from ..hub import WEIGHTS_DIR, load_network
+from ..bundled.data import load_mnist
+from ..bundled.evaluation import auroc, class_metrics, frechet_distance, judge_outputs, prior_metrics, probabilities
+from ..bundled.flow import FlowSampler, OneStepUNet
+from ..bundled.hub import WEIGHTS_DIR, load_network
+from ..bundled.training import MOLECULES_BEGIN, MOLECULES_END
 from ..models import HELDOUT_JUDGES, realism_monitor
 from ..report import image_grid
 from .classifiers import accuracy
-from .common import MOLECULES_BEGIN, MOLECULES_END
 
 BARS = {"confident": 0.95, "class_share": (0.07, 0.13), "frechet_ratio": 1.5}
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
+from ..bundled.training import MOLECULES_BEGIN as BEGIN
+from ..bundled.training import MOLECULES_END as END
 from ..molecules import moses_mdlm
 from ..molecules.data import load_moses
 from ..molecules.metrics import Reference, evaluate_samples
-from .common import MOLECULES_BEGIN as BEGIN
-from .common import MOLECULES_END as END
 
 BARS = {"validity": 0.99, "uniqueness": 0.95, "novelty": 0.80, "seconds_per_1000": 60.0}
 # MOSES paper / README table (test set, mean of 3 runs of 30,000 samples); unique@1k is 1.0 for all four.

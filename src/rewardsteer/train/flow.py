@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_mnist
-from ..hub import WEIGHTS_DIR, load_network
-from ..nets import UNet
-from .common import (
+from ..bundled.data import load_mnist
+from ..bundled.hub import WEIGHTS_DIR, load_network
+from ..bundled.nets import UNet
+from ..bundled.training import (
     EMA,
     Batches,
     Checkpoint,

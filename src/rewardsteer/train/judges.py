@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..data import load_mnist
-from ..evaluation import auroc, probabilities
-from ..judges import RealismIndex, RealismMonitor, RFFClassifier, ViTClassifier
-from ..nets import MLPClassifier
+from ..bundled.data import load_mnist
+from ..bundled.evaluation import auroc, probabilities
+from ..bundled.judge_nets import RealismIndex, RFFClassifier, ViTClassifier
+from ..bundled.nets import MLPClassifier
+from ..bundled.training import Logger, command_line, mnist_data_card, save_model, seed_everything
+from ..rewards.monitors import RealismMonitor
 from .classifiers import NOISY_SUBSET_SEED, accuracy, noisy_subset, random_shift
-from .common import Logger, command_line, mnist_data_card, save_model, seed_everything
 
 PROXY_SUBSET = 10_000
 JUDGE_ROLE = "independent held-out judge (other family, other data)"
@@ -156,8 +157,8 @@ def unconditional_samples(weights_dir: Path, n: int = 1000, seed: int = 0, flow_
                           batch: int = 100) -> dict[str, torch.Tensor]:
     """n unconditional samples (cond=None) of `mnist-onestep` and of `mnist-flow`'s deterministic ODE, both on
     z from torch.Generator seed `seed`: the protocol of the realism AUROC."""
-    from ..flow import FlowSampler, OneStepUNet
-    from ..hub import load_network
+    from ..bundled.flow import FlowSampler, OneStepUNet
+    from ..bundled.hub import load_network
 
     z = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
     onestep = OneStepUNet(load_network("mnist-onestep", weights_dir))

@@ -18,9 +18,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..bundled.mol_nets import MaskedDiffusionTransformer, masked_diffusion_loss
+from ..bundled.training import (
+    EMA,
+    Batches,
+    Checkpoint,
+    command_line,
+    optimizer_step,
+    save_model,
+    seed_everything,
+    start_or_resume,
+)
 from ..molecules.data import MOSES_LICENSE, Vocabulary, load_moses, to_tokens
-from ..molecules.mdlm import MaskedDiffusionTransformer, masked_diffusion_loss
-from .common import EMA, Batches, Checkpoint, command_line, optimizer_step, save_model, seed_everything, start_or_resume
 
 
 def encode_subset(representation: str, size: int, length: int, seed: int, cache: Path | None):

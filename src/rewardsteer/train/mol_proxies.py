@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from ..bundled.mol_nets import FingerprintMLP
+from ..bundled.training import Logger, command_line, save_model, seed_everything
 from ..molecules.data import MOSES_LICENSE, load_moses
-from ..molecules.proxies import FingerprintMLP, fingerprints
-from .common import Logger, command_line, save_model, seed_everything
+from ..molecules.proxies import fingerprints
 
 SUBSET_SEED = 2024
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..flow import NULL_CLASS, FlowSampler, OneStepUNet
-from ..hub import WEIGHTS_DIR, load_network
-from ..nets import UNet
-from .common import EMA, Batches, Checkpoint, Logger, command_line, optimizer_step, save_model, seed_everything
+from ..bundled.flow import NULL_CLASS, FlowSampler, OneStepUNet
+from ..bundled.hub import WEIGHTS_DIR, load_network
+from ..bundled.nets import UNet
+from ..bundled.training import EMA, Batches, Checkpoint, Logger, command_line, optimizer_step, save_model, seed_everything
 
 
 @torch.no_grad()

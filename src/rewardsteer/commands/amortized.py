@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -35,8 +34,8 @@ def _setup(model: str, rewards, robust: str, seed: int, threads: int | None, tar
     import torch
 
     from .. import models
-    from ..rewards import Ensemble
-    from ..robust import TransformedReward, parse_transforms
+    from ..rewards.base import Ensemble
+    from ..rewards.robust import TransformedReward, parse_transforms
 
     if threads:
         torch.set_num_threads(threads)
@@ -76,7 +75,7 @@ def _options(f):
 
 
 def _config(steps, batch, lr, reg, eval_every, seed):
-    from .trainer import TrainConfig
+    from ..amortized.trainer import TrainConfig
 
     return TrainConfig(steps=steps, batch=batch, lr=lr, reg=reg, seed=seed, eval_every=eval_every)
 
@@ -106,8 +105,8 @@ def train_noise(model, rewards, robust, steps, batch, lr, eval_every, seed, thre
                 reg, out):
     """Train a noise network or a learned noise distribution for a bundled generator, once; afterwards a steered
     sample costs one generator call (`rewardsteer run --amortized OUT --class C`)."""
-    from ..train.common import Logger
-    from . import train_noise as fit
+    from ..amortized import train_noise as fit
+    from ..bundled.training import Logger
 
     conditions = _classes(classes)
     gen, reward, watch = _setup(model, rewards, robust, seed, threads, None)
@@ -130,8 +129,8 @@ def finetune(model, rewards, robust, steps, batch, lr, eval_every, seed, threads
              out):
     """LoRA reward fine-tuning of a bundled generator (peft adapters, KL to the base); the adapter is saved as
     safetensors with its card and loads onto the base model (`rewardsteer run --amortized OUT`)."""
-    from ..train.common import Logger
-    from . import finetune as fit
+    from ..amortized import finetune as fit
+    from ..bundled.training import Logger
 
     gen, reward, watch = _setup(model, rewards, robust, seed, threads, target)
     trained = fit(gen, reward, rank=rank, target=target, config=_config(steps, batch, lr, reg, eval_every, seed),
@@ -140,11 +139,3 @@ def finetune(model, rewards, robust, steps, batch, lr, eval_every, seed, threads
     _report(trained, out, f"rewardsteer run --model {model} --amortized {out} --class {target}")
 
 
-def describe(path: Path) -> str:
-    """One line about a saved amortizer, for `rewardsteer run --amortized`."""
-    from .artifacts import read_card
-
-    card = read_card(path)
-    cost = card.get("training", {}).get("cost", {})
-    return (f"{card['kind']} from {path} (base {card['base']['name']}, targets {card.get('conditions')}, trained "
-            f"{cost.get('steps_done', '?')} steps, {json.dumps(cost.get('nfe'))} NFE)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..data import MNIST_LICENSE
+from .data import MNIST_LICENSE
 
 # docs/models.md: the section evaluate_molecules writes and evaluate (MNIST) keeps when it rewrites the file
 MOLECULES_BEGIN, MOLECULES_END = "<!-- evaluate_molecules: begin -->", "<!-- evaluate_molecules: end -->"

@@ -1,5 +1,6 @@
-"""The masked (absorbing-state) diffusion denoiser of `moses-mdlm` (MDLM: Sahoo et al. 2024, "Simple and
-Effective Masked Diffusion Language Models"; Shi et al. 2024, "Simplified and Generalized Masked Diffusion").
+"""The molecule models' networks: `FingerprintMLP` (the learned property proxies) and the masked
+(absorbing-state) diffusion denoiser of `moses-mdlm` (MDLM: Sahoo et al. 2024, "Simple and Effective Masked
+Diffusion Language Models"; Shi et al. 2024, "Simplified and Generalized Masked Diffusion").
 
 Notation: x_0 is a clean token sequence (B, L); at time t in [0, 1] each token is independently replaced by
 [mask] with probability 1 − α_t, α_t = 1 − t (the log-linear schedule). The network maps x_t to a categorical
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..nets import TransformerBlock
+from .nets import TransformerBlock
 
 
 class MaskedDiffusionTransformer(nn.Module):
@@ -55,3 +56,22 @@ def masked_diffusion_loss(model: MaskedDiffusionTransformer, x0: torch.Tensor, g
     nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L); zero where unmasked (SUBS carry-over)
     nll = torch.where(masked, nll, torch.zeros_like(nll))
     return (nll.sum(1) / t).mean() / length
+
+
+class FingerprintMLP(nn.Module):
+    """fingerprint (N, bits) -> property (N,): log1p of counts, two hidden ReLU layers, then the standardized
+    prediction mapped back to property units with the training targets' mean / std (buffers)."""
+
+    def __init__(self, bits: int = 2048, hidden: int = 256, counts: bool = True, prop: str = "qed"):
+        super().__init__()
+        self.config = {"bits": bits, "hidden": hidden, "counts": counts, "prop": prop}
+        self.net = nn.Sequential(nn.Linear(bits, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("std", torch.ones(()))
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.log1p()).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mean + self.std * self.standardized(x)

@@ -7,40 +7,20 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from .errors import UnknownNameError, WeightsError
-from .judges import RealismIndex, RFFClassifier, ViTClassifier
-from .molecules.mdlm import MaskedDiffusionTransformer
-from .molecules.proxies import FingerprintMLP
+from ..errors import UnknownNameError, WeightsError
+from ..safety import load_safetensors
+from .judge_nets import RealismIndex, RFFClassifier, ViTClassifier
+from .mol_nets import FingerprintMLP, MaskedDiffusionTransformer
 from .nets import Classifier, MLPClassifier, UNet
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"  # src/rewardsteer/weights
 BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", "mnist-judge-vit", "mnist-judge-rff",
            *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism", "moses-mdlm",
            *(f"moses-proxy-qed-{i}" for i in range(3)))
 _ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier, "MLPClassifier": MLPClassifier,
                   "ViTClassifier": ViTClassifier, "RFFClassifier": RFFClassifier, "RealismIndex": RealismIndex,
                   "MaskedDiffusionTransformer": MaskedDiffusionTransformer, "FingerprintMLP": FingerprintMLP}
-
-
-def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, refusing pickles (torch.save / .pt / .ckpt) and naming bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weight file not found: {path}")
-    with path.open("rb") as f:
-        head = f.read(9)
-    # a safetensors file is an 8-byte header length then its JSON header ("{"); that length's first byte may well
-    # be 0x80 or "PK", so only a file without the JSON brace is taken for a pickle (0x80) or a zip (torch.save)
-    if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
-        raise WeightsError(f"{path} is a pickle / torch.save file; rewardsteer loads only safetensors "
-                           "(convert it with safetensors.torch.save_file(state_dict, 'model.safetensors'))")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path} is not a valid safetensors file (corrupt or truncated?): {e}") from None
 
 
 def model_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:

@@ -28,7 +28,7 @@ from torch import fx, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .core import input_for
+from ..core import input_for
 
 CHANNELS_LAST = torch.channels_last
 # Layers that act on each channel (or each feature) independently, so k members' channels side by side are

@@ -72,7 +72,7 @@ class GaussianMixtureFlow(FlowSampler):
 
 def linear_reward(a):
     """r(x) = a·x on (N, d) points: differentiable, and its tilt of a Gaussian mixture is closed-form."""
-    from .core import FunctionReward
+    from ..core import FunctionReward
 
     a = torch.as_tensor(a).reshape(-1)
     return FunctionReward(lambda x, c=None: x @ a.to(x), "linear")

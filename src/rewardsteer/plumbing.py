@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from ..budget import Meter
-from ..core import Reward, select_cond
-from ..errors import RewardsteerError
-from ..result import JUDGE_HIT_SUFFIX, JUDGES_AGREE, Result
-from ..rewards import as_reward
-from ..wrap import RewardsteerWarning
+from .budget import Meter
+from .core import Reward, select_cond
+from .errors import RewardsteerError
+from .result import JUDGE_HIT_SUFFIX, JUDGES_AGREE, Result
+from .rewards.base import as_reward
+from .wrap import RewardsteerWarning
 
 
 def check_noise(noise: Any, generator, method: str) -> torch.Tensor:

@@ -39,10 +39,10 @@ def batch(jobs, out, workers, threads, ray_address, num_gpus, num_cpus, shard, r
     A failing job is recorded with its error and the batch goes on; exit code 1 if any job failed.
     See docs/scale.md for multi-GPU and multi-node runs.
     """
+    from ..batch.backends import LocalBackend, RayBackend
+    from ..batch.driver import run_batch, summary_lines
+    from ..batch.jobs import load_jobs, select_shard
     from ..safety import exit_code, sigterm_as_interrupt
-    from .backends import LocalBackend, RayBackend
-    from .driver import run_batch, summary_lines
-    from .jobs import load_jobs, select_shard
 
     all_jobs = load_jobs(jobs)
     if check:

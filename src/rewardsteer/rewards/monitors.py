@@ -2,7 +2,7 @@
 
 Reward hacking (Gao et al. 2023, "Scaling laws for reward model overoptimization") shows as the optimized
 (proxy) score rising while a reward that was never optimized falls. Every method already scores its held-out
-rewards at every trace row (`methods.common.score_heldout`), so the monitor is a post-hoc function of the
+rewards at every trace row (`plumbing.score_heldout`), so the monitor is a post-hoc function of the
 trace and works for every method without touching them:
 
 - held-out rewards: the alarm fires on a sustained fall that exceeds the held-out score's own noise: for
@@ -21,9 +21,11 @@ from collections.abc import Callable
 
 import torch
 
-from .core import Reward, input_for
+from ..bundled.judge_nets import RealismIndex
+from ..core import Reward, input_for
 
 MONITOR_ONLY_PREFIX = "diversity"
+JUDGE_HIT_SUFFIX, JUDGES_AGREE = "/acc", "judges_agree"  # held-out columns written by plumbing.score_heldout
 
 
 # Held-out columns reported but not alarmed on: properties of the batch's make-up, which steering toward a class
@@ -150,3 +152,17 @@ def monitor_lines(verdict: dict) -> list[str]:
     return [f"monitor: {', '.join([*parts, 'ALARM'])}",
             f"OVER-OPTIMIZATION ALARM at iteration {verdict['iteration']}: {since}the objective rose {o[0]:.3f} -> "
             f"{o[1]:.3f} while held-out {verdict['heldout']} fell {h[0]:.3f} -> {h[1]:.3f}{noise}"]
+
+
+class RealismMonitor(Reward):
+    """Held-out realism: minus the normalized k-NN distance of `RealismIndex` (about −1 for real digits,
+    lower for images far from every real digit). Not a classifier and not differentiable: a monitor."""
+
+    differentiable = False
+
+    def __init__(self, index: RealismIndex, name: str = "realism"):
+        self.index, self.name = index, name
+
+    @torch.no_grad()
+    def score(self, samples: torch.Tensor, cond=None) -> torch.Tensor:
+        return -self.index(input_for(self.index, samples)).float()

@@ -29,16 +29,17 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from . import aggregates as agg
-from . import hub, models
-from .core import Reward, make_rng
-from .errors import RewardsteerError
-from .methods import reno
-from .monitor import kl_best_of_n
+from .. import models
+from ..bundled import hub
+from ..core import Reward, make_rng
+from ..errors import RewardsteerError
+from ..methods import reno
+from ..result import JUDGE_HIT_SUFFIX, JUDGES_AGREE
+from ..rewards import aggregates as agg
+from ..rewards.base import ClassifierReward, Ensemble
+from ..rewards.monitors import kl_best_of_n
+from ..rewards.preference import BTReward, pairwise_accuracy, train_ensemble
 from .overopt_report import write_report
-from .preference import BTReward, pairwise_accuracy, train_ensemble
-from .result import JUDGE_HIT_SUFFIX, JUDGES_AGREE
-from .rewards import ClassifierReward, Ensemble
 
 
 def available_judges(names=models.HELDOUT_JUDGES, note=print) -> tuple[dict[str, torch.nn.Module], list[str]]:

@@ -29,7 +29,7 @@ def serve(host, port, threads, workdir):
         from ..safety import check_writable
 
         check_writable(workdir, "--workdir")
-    from .app import serve as start
+    from ..serve.app import serve as start
 
     click.echo(f"rewardsteer serve: http://{host}:{port} (Ctrl-C to stop)")
     start(host, port, workdir)

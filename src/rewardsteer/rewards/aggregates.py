@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .core import make_rng
-from .errors import RewardsteerError
+from ..core import make_rng
+from ..errors import RewardsteerError
 
 Scores = dict[str, torch.Tensor]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .core import Sampler, Transition
+from ..core import Sampler, Transition
 
 
 class UnmaskTransition(Transition):

@@ -21,12 +21,12 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from .core import Reward, input_for
-from .errors import RewardsteerError, WeightsError
-from .hub import load_safetensors
-from .nets import Classifier
-from .rewards import Ensemble
-from .train.common import save_model
+from ..bundled.nets import Classifier
+from ..bundled.training import save_model
+from ..core import Reward, input_for
+from ..errors import RewardsteerError, WeightsError
+from ..safety import load_safetensors
+from .base import Ensemble
 
 KIND = "bradley-terry reward"
 
@@ -96,7 +96,7 @@ def make_pairs(samples: torch.Tensor, score_fn, *, pairs: int | None = None, fli
     Coste et al. 2024). Ties go to either side at random. Seeded by `seed`; the global RNG is left alone.
     Write them with `save_pairs`.
     """
-    from .wrap import _takes_cond
+    from ..wrap import takes_cond
 
     if not isinstance(samples, torch.Tensor) or samples.ndim < 2 or samples.shape[0] < 2:
         raise RewardsteerError("make_pairs needs a tensor of at least 2 samples, (N, ...)")
@@ -108,7 +108,7 @@ def make_pairs(samples: torch.Tensor, score_fn, *, pairs: int | None = None, fli
     if isinstance(score_fn, Reward):
         call = score_fn
     elif callable(score_fn):
-        call = score_fn if _takes_cond(score_fn) else (lambda x, c: score_fn(x))
+        call = score_fn if takes_cond(score_fn) else (lambda x, c: score_fn(x))
     else:
         raise RewardsteerError(f"make_pairs needs a scoring function fn(samples[, cond]) -> (N,); got "
                                f"{type(score_fn).__name__}")

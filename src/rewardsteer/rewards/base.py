@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ..core import FunctionReward, Reward, input_for
+from ..errors import RewardsteerError
 from .aggregates import Transform, calibrate, chain, mean, reduce, standardize, total, unsteered_samples, weighted
-from .core import FunctionReward, Reward, input_for
-from .errors import RewardsteerError
 from .stacked import scores_with_stacks, stack_members
 
 

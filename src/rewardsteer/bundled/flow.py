@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .core import OneStepGenerator, Sampler, ddim_posterior
-from .errors import RewardsteerError
+from ..core import OneStepGenerator, Sampler, ddim_posterior
+from ..errors import RewardsteerError
 from .nets import UNet
 
 NULL_CLASS = 10  # the label-dropout class: the guidance-free unconditional model

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .core import Reward, select_cond
-from .errors import RewardsteerError
-from .rewards import as_reward
+from ..core import Reward, select_cond
+from ..errors import RewardsteerError
+from .base import as_reward
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import math
 import torch
 from torch import nn
 
-from .core import Reward, input_for
 from .nets import TransformerBlock
 
 MNIST_SHAPE = (1, 28, 28)
@@ -129,20 +128,6 @@ class RealismIndex(nn.Module):
         self.basis.copy_(pca_basis(images, self.basis.shape[1]))
         self.reference.copy_(self.project(reference))
         self.scale.copy_(self(validation).median())
-
-
-class RealismMonitor(Reward):
-    """Held-out realism: minus the normalized k-NN distance of `RealismIndex` (about −1 for real digits,
-    lower for images far from every real digit). Not a classifier and not differentiable: a monitor."""
-
-    differentiable = False
-
-    def __init__(self, index: RealismIndex, name: str = "realism"):
-        self.index, self.name = index, name
-
-    @torch.no_grad()
-    def score(self, samples: torch.Tensor, cond=None) -> torch.Tensor:
-        return -self.index(input_for(self.index, samples)).float()
 
 
 def pca_basis(images: torch.Tensor, components: int) -> torch.Tensor:
