@@ -150,3 +150,9 @@ def moses_mdlm(num_steps: int = 32):
     from .molecules import moses_mdlm as load
 
     return load(num_steps)
+
+
+def attribute_regressor():
+    """`mnist-attr-proxy`: a small CNN reading stroke thickness, slant, height, width and ink of a digit (the
+    leaderboard's learned, hackable attribute proxy; the gold is `rewardsteer.bench.attributes.measure`)."""
+    return load_network("mnist-attr-proxy")

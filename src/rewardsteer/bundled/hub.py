@@ -12,15 +12,16 @@ from ..errors import UnknownNameError, WeightsError
 from ..safety import load_safetensors
 from .judge_nets import RealismIndex, RFFClassifier, ViTClassifier
 from .mol_nets import FingerprintMLP, MaskedDiffusionTransformer
-from .nets import Classifier, MLPClassifier, UNet
+from .nets import AttributeRegressor, Classifier, MLPClassifier, UNet
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"  # src/rewardsteer/weights
 BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", "mnist-judge-vit", "mnist-judge-rff",
            *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism", "moses-mdlm",
-           *(f"moses-proxy-qed-{i}" for i in range(3)))
+           *(f"moses-proxy-qed-{i}" for i in range(3)), "mnist-attr-proxy")
 _ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier, "MLPClassifier": MLPClassifier,
                   "ViTClassifier": ViTClassifier, "RFFClassifier": RFFClassifier, "RealismIndex": RealismIndex,
-                  "MaskedDiffusionTransformer": MaskedDiffusionTransformer, "FingerprintMLP": FingerprintMLP}
+                  "MaskedDiffusionTransformer": MaskedDiffusionTransformer, "FingerprintMLP": FingerprintMLP,
+                  "AttributeRegressor": AttributeRegressor}
 
 
 def model_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:

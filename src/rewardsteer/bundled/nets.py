@@ -167,3 +167,32 @@ class TransformerBlock(nn.Module):
         attn = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d / heads)
         x = x + self.proj(attn.transpose(1, 2).reshape(b, n, d))
         return x + self.mlp(self.norm2(x))
+
+
+class AttributeRegressor(nn.Module):
+    """(N, 1, 28, 28) in [0, 1] -> (N, len(names)) analytic attributes (`rewardsteer.bench.attributes`) in their own
+    units, standardized inside by the training targets' `mean` / `std` (buffers). `mnist-attr-proxy`: a learned,
+    differentiable and deliberately hackable stand-in for the analytic gold of the leaderboard's targets."""
+
+    def __init__(self, width: int = 32, names: tuple = ("thickness", "slant", "height", "width", "ink")):
+        super().__init__()
+        self.config = {"width": width, "names": list(names)}
+        self.names = tuple(names)
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width // 2, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.ReLU(),  # (N, w, 14, 14)
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),  # (N, w, 7, 7)
+            nn.Flatten(), nn.Linear(width * 49, 128), nn.ReLU(), nn.Linear(128, len(names)))
+        self.register_buffer("mean", torch.zeros(len(names)))
+        self.register_buffer("std", torch.ones(len(names)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * self.std + self.mean
+
+    def attribute(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """(N,) one attribute, differentiable in x."""
+        return self(x)[:, self.names.index(name)]
+
+    def spread(self, name: str) -> torch.Tensor:
+        """The attribute's standard deviation over the real training digits."""
+        return self.std[self.names.index(name)]

@@ -1,0 +1,139 @@
+"""Hard targets whose gold no network judges: a digit class plus analytic attribute ranges, and rare
+multi-property molecules under RDKit.
+
+An image target's **gold** (`ImageGold`): every held-out judge (`mnist-judge`, `mnist-judge-vit`,
+`mnist-judge-rff`) names the target class with probability ≥ 0.9, every analytic attribute (`bench.attributes`:
+stroke thickness, slant, height, width) is in its range, and realism (`mnist-realism`) is at least its 5%
+quantile over the 10k real test digits, so 95% of real digits pass and a hacked blob fails.
+Its **objective** (`image_objective`) is what methods optimize and can be fooled: log p(class | x) under the
+mixed CNN + MLP proxies, minus the distance of the learned attribute regressor's reading (`mnist-attr-proxy`)
+from each range, in units of that attribute's spread over real digits.
+
+Each target's rate under the unsteered prior was measured on 100,000 samples of mnist-onestep (cond=None) and on
+the 10k real test digits by `benchmarks/targets.py` (docs/benchmarks/targets.json): every one is at most 1/1,000
+under the prior while real digits meet it 0.3–1%.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..core import Reward
+from ..errors import UnknownNameError
+from ..rewards.base import WeightedSum
+from .attributes import measure
+
+CONFIDENT = 0.9  # every held-out judge's max probability, on the same class
+REALISM_LOW = -1.404  # 5% quantile of mnist-realism over the 10k MNIST test digits (docs/benchmarks/targets.json)
+RANGE_WEIGHT = 1.0  # objective: nats of class log-probability per real-digit sd outside an attribute range
+
+
+@dataclass(frozen=True)
+class Target:
+    """A digit `klass` whose analytic attributes lie in `ranges` ({name: (low or None, high or None)})."""
+
+    name: str
+    klass: int
+    ranges: dict = field(default_factory=dict)
+    description: str = ""
+
+    def in_range(self, attrs: dict[str, torch.Tensor]) -> torch.Tensor:
+        ok = torch.ones_like(next(iter(attrs.values())), dtype=torch.bool)
+        for a, (lo, hi) in self.ranges.items():
+            if lo is not None:
+                ok &= attrs[a] >= lo
+            if hi is not None:
+                ok &= attrs[a] <= hi
+        return ok
+
+
+IMAGE_TARGETS = {t.name: t for t in (
+    Target("thin-0", 0, {"thickness": (None, 2.0)}, "a thin 0 (stroke width <= 2 px)"),
+    Target("flat-wide-0", 0, {"width": (20, None), "height": (None, 16)}, "a flat, wide 0"),
+    Target("steep-right-1", 1, {"slant": (0.65, None)}, "a 1 leaning strongly right (about 33 degrees)"),
+    Target("left-1", 1, {"slant": (None, -0.17)}, "a 1 leaning left"),
+    Target("short-2", 2, {"height": (None, 15)}, "a short 2 (height <= 15 px)"),
+    Target("thin-left-3", 3, {"thickness": (None, 2.2), "slant": (None, -0.15)}, "a thin 3 leaning left"),
+    Target("thin-8", 8, {"thickness": (None, 1.5)}, "a thin 8 (stroke width <= 1.5 px)"),
+    Target("left-9", 9, {"slant": (None, -0.45)}, "a 9 leaning strongly left"),
+)}
+
+
+def image_target(name: str) -> Target:
+    if name not in IMAGE_TARGETS:
+        raise UnknownNameError("image target", name, list(IMAGE_TARGETS))
+    return IMAGE_TARGETS[name]
+
+
+class ImageGold:
+    """The success rule of image targets: judges, analytic attributes and realism (module docstring)."""
+
+    def __init__(self):
+        from .. import models
+
+        self.judges = [models.classifier(n) for n in models.HELDOUT_JUDGES]
+        self.realism = models.realism_monitor()
+
+    @torch.no_grad()
+    def judged_class(self, images: torch.Tensor) -> torch.Tensor:
+        """(N,) the class every judge names with probability >= CONFIDENT, or -1."""
+        x = images.float()
+        out = None
+        for net in self.judges:
+            p = torch.softmax(net(x).float(), dim=1)
+            conf, cls = p.max(1)
+            cls = torch.where(conf >= CONFIDENT, cls, -1)
+            out = cls if out is None else torch.where(out == cls, out, -1)
+        return out
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        images = images.float().clamp(0, 1)
+        ok = self.judged_class(images) == target.klass
+        ok &= target.in_range(measure(images))
+        return ok & (self.realism.score(images) >= REALISM_LOW)
+
+
+class AttributeRange(Reward):
+    """Minus the distance of a learned attribute reading from [low, high], in units of `scale` (differentiable:
+    the hackable stand-in for the analytic gold)."""
+
+    differentiable = True
+
+    def __init__(self, regressor: torch.nn.Module, attribute: str, low, high, scale: float):
+        self.net, self.attribute, self.low, self.high, self.scale = regressor, attribute, low, high, scale
+        self.name = f"{attribute}-in-range"
+
+    def score(self, samples: torch.Tensor, cond=None) -> torch.Tensor:
+        value = self.net.attribute(samples.float(), self.attribute)
+        below = (self.low - value).clamp(min=0) if self.low is not None else torch.zeros_like(value)
+        above = (value - self.high).clamp(min=0) if self.high is not None else torch.zeros_like(value)
+        return -(below + above) / self.scale
+
+    def to(self, device):
+        self.net.to(device)
+        return self
+
+
+def image_objective(target: Target) -> Reward:
+    """log p(class | x) under the mixed proxies, plus each attribute's range penalty (a WeightedSum, so every
+    member's score stays visible)."""
+    from .. import models
+
+    regressor = models.attribute_regressor()
+    members = {"class": (models.mixed_proxy_ensemble(target=target.klass), 1.0)}
+    for a, (lo, hi) in target.ranges.items():
+        members[a] = (AttributeRange(regressor, a, lo, hi, float(regressor.spread(a))), RANGE_WEIGHT)
+    return WeightedSum(members, name=f"objective:{target.name}")
+
+
+def real_diversity(features, images: torch.Tensor, labels: torch.Tensor, target: Target, gold: ImageGold) -> float:
+    """Mean pairwise feature distance of the real test digits that meet `target` (NaN for fewer than two)."""
+    keep = gold(images, target) & (labels == target.klass)
+    f = features(images[keep])
+    if len(f) < 2:
+        return math.nan
+    return float(torch.cdist(f, f).sum() / (len(f) * (len(f) - 1)))
