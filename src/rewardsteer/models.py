@@ -156,3 +156,19 @@ def attribute_regressor():
     """`mnist-attr-proxy`: a small CNN reading stroke thickness, slant, height, width and ink of a digit (the
     leaderboard's learned, hackable attribute proxy; the gold is `rewardsteer.bench.attributes.measure`)."""
     return load_network("mnist-attr-proxy")
+
+
+def emergent_sampler(num_steps: int = 20, guidance: float = DEFAULT_GUIDANCE, eta: float = 1.0, prune: float = 1e-3,
+                     device=None, dtype=None):
+    """`mnist-flow` as an unconditional sampler whose digit is decided while sampling (cond=None: the posterior
+    mixture of the guided class-conditionals, weighted by `mnist-flow-tclassifier`; `rewardsteer.bundled.emergent`).
+    Particle methods (FK, DAS, SVDD) can change its digit, which they cannot on `flow_sampler`'s mixture prior.
+    Its `rows` counts the UNet evaluations it really made (several per NFE early on)."""
+    from .bundled.emergent import EmergentFlowSampler
+    from .bundled.hub import model_card
+
+    norm = model_card("mnist-flow-tclassifier").get("class_log_norm")
+    if norm is not None and norm["power"] != guidance:  # the table holds for its own power only
+        norm = None
+    return _placed(EmergentFlowSampler(load_network("mnist-flow"), load_network("mnist-flow-tclassifier"), num_steps,
+                                       guidance, eta, norm, prune), device, dtype)

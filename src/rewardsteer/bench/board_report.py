@@ -18,8 +18,9 @@ def method_rows(summary: dict) -> list[str]:
     ref = summary["reference"]
     budgets = sorted({int(b) for m in summary["methods"].values() for b in m["budgets"]})
     head = ("| method | " + " | ".join(f"B={b}" for b in budgets)
-            + " | compute to reach best-of-N's top | × less than best-of-N | diversity (× real) |")
-    rows = [head, "|" + "---|" * (len(budgets) + 4)]
+            + " | compute to reach best-of-N's top | × less than best-of-N | the same in network rows"
+            + " | diversity (× real) |")
+    rows = [head, "|" + "---|" * (len(budgets) + 5)]
     for name, m in summary["methods"].items():
         cells = []
         for b in budgets:
@@ -27,9 +28,12 @@ def method_rows(summary: dict) -> list[str]:
             cells.append("" if r is None else f"{100 * r['rate']:.0f}% ± {100 * r['sd_over_seeds']:.0f}")
         reach = m.get("compute_to_reach_reference")
         ratio = fmt(ref["compute"] / reach, 1) if ref and reach and ref.get("compute") else "—"
+        reach_rows = m.get("rows_to_reach_reference")
+        ratio_rows = fmt(ref["compute"] / reach_rows, 1) if ref and reach_rows and ref.get("compute") else "—"
         div = m.get("diversity_ratio") or {}
         div_text = fmt(sum(div.values()) / len(div), 2) if div else "—"
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(reach) if reach else 'not reached'} | {ratio} | {div_text} |")
+        reached = fmt(reach) if reach else "not reached"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {reached} | {ratio} | {ratio_rows} | {div_text} |")
     return rows
 
 

@@ -73,13 +73,17 @@ def pairwise_mean(features: torch.Tensor) -> float:
 
 def run_cell(entry: Entry, generator, task: Task, budget: int, outputs: int, seed: int) -> dict:
     """One (method, task, budget, seed) cell: the gold successes of its outputs and the compute it measured."""
-    start = time.perf_counter()
+    start, rows = time.perf_counter(), getattr(generator, "rows", None)
     result = entry.run(generator, task, budget, outputs, seed)
+    # a sampler that evaluates its network on several rows per step (the emergent sampler's class mixture) says
+    # how many: the record keeps that factor, so compute can also be read in network rows
+    rows_per_nfe = (generator.rows - rows) / max(result.spent["nfe"], 1) if rows is not None else 1.0
     samples = result.samples
     ok = task.success(samples).bool()
     feats = task.features(samples[ok]).tolist() if task.features is not None and bool(ok.any()) else []
     return {"method": entry.name, "task": task.name, "domain": task.domain, "budget": budget, "seed": seed,
             "outputs": len(samples), "successes": int(ok.sum()), "compute": compute_of(result, max(len(samples), 1)),
+            "rows_per_nfe": round(rows_per_nfe, 3),
             "stopped": result.stopped, "seconds": round(time.perf_counter() - start, 2), "features": feats}
 
 
@@ -120,7 +124,9 @@ def summarize(records: list[dict], tasks: list[Task]) -> dict:
     by_method: dict[str, dict] = {}
     for r in records:
         m = by_method.setdefault(r["method"], {"budgets": {}, "features": {}})
-        b = m["budgets"].setdefault(str(r["budget"]), {"successes": 0, "outputs": 0, "compute": [], "per_seed": {}})
+        b = m["budgets"].setdefault(str(r["budget"]), {"successes": 0, "outputs": 0, "compute": [], "rows": [],
+                                                          "per_seed": {}})
+        b["rows"].append(r["compute"] * r.get("rows_per_nfe", 1.0))
         b["successes"] += r["successes"]
         b["outputs"] += r["outputs"]
         b["compute"].append(r["compute"])
@@ -135,6 +141,8 @@ def summarize(records: list[dict], tasks: list[Task]) -> dict:
             rates = [s / max(o, 1) for s, o in b["per_seed"].values()]
             b["sd_over_seeds"] = float(torch.tensor(rates).std()) if len(rates) > 1 else 0.0
             b["compute"] = sum(b["compute"]) / len(b["compute"])
+            b["compute_in_rows"] = sum(b["rows"]) / len(b["rows"])
+            del b["rows"]
             del b["per_seed"]
         ratios = {task: pairwise_mean(torch.tensor(f)) / real[task] for task, f in m.pop("features").items()
                   if len(f) >= 2 and real.get(task, math.nan) > 0}
@@ -145,13 +153,14 @@ def summarize(records: list[dict], tasks: list[Task]) -> dict:
         target = {"budget": int(top), "rate": by_method[REFERENCE]["budgets"][top]["rate"]}
         for m in by_method.values():
             m["compute_to_reach_reference"] = compute_to_reach(m["budgets"], target["rate"])
+            m["rows_to_reach_reference"] = compute_to_reach(m["budgets"], target["rate"], "compute_in_rows")
     return {"reference": target, "methods": by_method}
 
 
-def compute_to_reach(budgets: dict, rate: float) -> float | None:
+def compute_to_reach(budgets: dict, rate: float, key: str = "compute") -> float | None:
     """The measured compute at which the success curve first reaches `rate`, interpolated linearly in
     log-compute between the two budgets that bracket it; None when it never does (or `rate` is 0)."""
-    points = sorted((b["compute"], b["rate"]) for b in budgets.values())
+    points = sorted((b[key], b["rate"]) for b in budgets.values())
     if rate <= 0:
         return None
     prev = None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core import Reward
-from ..errors import UnknownNameError
+from ..errors import RewardsteerError, UnknownNameError
 from ..rewards.base import WeightedSum
 from .attributes import measure
 
@@ -62,10 +62,31 @@ IMAGE_TARGETS = {t.name: t for t in (
 )}
 
 
-def image_target(name: str) -> Target:
-    if name not in IMAGE_TARGETS:
-        raise UnknownNameError("image target", name, list(IMAGE_TARGETS))
-    return IMAGE_TARGETS[name]
+RANGED = ("thickness", "slant", "height", "width", "ink", "area")
+
+
+def image_target(spec: str) -> Target:
+    """A named target (`IMAGE_TARGETS`), or your own as CLASS:ATTR<=V,ATTR>=V (e.g. `3:thickness<=2,slant<=-0.15`)."""
+    if spec in IMAGE_TARGETS:
+        return IMAGE_TARGETS[spec]
+    head, sep, tail = spec.partition(":")
+    if not (sep and head.isdigit() and 0 <= int(head) <= 9):
+        raise UnknownNameError("image target", spec, [*IMAGE_TARGETS, "CLASS:ATTR<=V,ATTR>=V"])
+    ranges: dict[str, list] = {}
+    for part in filter(None, (s.strip() for s in tail.split(","))):
+        op = "<=" if "<=" in part else ">=" if ">=" in part else None
+        attr, _, value = part.partition(op) if op else (part, "", "")
+        if attr.strip() not in RANGED:
+            raise UnknownNameError("attribute", attr.strip(), RANGED)
+        try:
+            v = float(value)
+        except ValueError:
+            raise RewardsteerError(f"target '{spec}': '{part}' is not ATTR<=NUMBER or ATTR>=NUMBER") from None
+        lo, hi = ranges.setdefault(attr.strip(), [None, None])
+        ranges[attr.strip()] = [v, hi] if op == ">=" else [lo, v]
+    if not ranges:
+        raise RewardsteerError(f"target '{spec}' names no attribute range (e.g. 3:thickness<=2)")
+    return Target(spec, int(head), {a: tuple(r) for a, r in ranges.items()}, f"a {head} with {tail}")
 
 
 class ImageGold:

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import UnknownNameError, WeightsError
 from ..safety import load_safetensors
+from .emergent import TimeClassifier
 from .judge_nets import RealismIndex, RFFClassifier, ViTClassifier
 from .mol_nets import FingerprintMLP, MaskedDiffusionTransformer
 from .nets import AttributeRegressor, Classifier, MLPClassifier, UNet
@@ -17,11 +18,11 @@ from .nets import AttributeRegressor, Classifier, MLPClassifier, UNet
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"  # src/rewardsteer/weights
 BUNDLED = ("mnist-flow", "mnist-onestep", "mnist-judge", "mnist-judge-vit", "mnist-judge-rff",
            *(f"mnist-proxy-{k}" for k in range(5)), *(f"mnist-proxy-mlp-{k}" for k in range(3)), "mnist-realism", "moses-mdlm",
-           *(f"moses-proxy-qed-{i}" for i in range(3)), "mnist-attr-proxy")
+           *(f"moses-proxy-qed-{i}" for i in range(3)), "mnist-attr-proxy", "mnist-flow-tclassifier")
 _ARCHITECTURES = {"UNet": UNet, "Classifier": Classifier, "MLPClassifier": MLPClassifier,
                   "ViTClassifier": ViTClassifier, "RFFClassifier": RFFClassifier, "RealismIndex": RealismIndex,
                   "MaskedDiffusionTransformer": MaskedDiffusionTransformer, "FingerprintMLP": FingerprintMLP,
-                  "AttributeRegressor": AttributeRegressor}
+                  "AttributeRegressor": AttributeRegressor, "TimeClassifier": TimeClassifier}
 
 
 def model_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
