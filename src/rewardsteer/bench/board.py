@@ -28,10 +28,11 @@ class Config:
     methods: tuple | None = None
     targets: tuple | None = None
     steps: int | None = None
+    real: int = 10_000  # real test digits the diversity reference is measured on
 
 
 QUICK = Config(budgets=(16, 64), seeds=(0,), outputs=2, methods=("best_of_n", "reno", "svdd"),
-               targets=("thin-0",), steps=4)
+               targets=("thin-0",), steps=4, real=1000)
 
 
 def image_domain(cfg: Config):
@@ -45,8 +46,9 @@ def image_domain(cfg: Config):
     board = entries.select(entries.image_entries(steps), cfg.methods)
     gold, features = ImageGold(), models.classifier("mnist-judge").features
     test = load_mnist().test
+    real, labels = test.images[:cfg.real], test.labels[:cfg.real]
     tasks = [Task(t.name, "images", image_objective(t), lambda x, t=t: gold(x, t), features,
-                  real_diversity(features, test.images, test.labels, t, gold)) for t in targets]
+                  real_diversity(features, real, labels, t, gold)) for t in targets]
     generators = {"one_step": models.onestep(), "sampler": models.emergent_sampler(steps, eta=1.0)}
     return generators, tasks, board
 

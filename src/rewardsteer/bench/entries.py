@@ -71,18 +71,22 @@ def guidance(sampler, task, budget, outputs, seed):
                                progress=False)
 
 
-def image_entries(steps: int) -> list[Entry]:
+PARTICLE_MAX_BUDGET = 1024  # the emergent sampler costs about 4 network rows per NFE: its methods stop here
+
+
+def image_entries(steps: int, particle_max: int = PARTICLE_MAX_BUDGET) -> list[Entry]:
     """Every method the library has, for a differentiable image objective (particle methods on a `steps`-step
-    sampler)."""
+    sampler, up to `particle_max` per output)."""
     two = 2 * steps
     out = [Entry("best_of_n", "one_step", best_of_n), Entry("random_search", "one_step", random_search, ROUNDS),
            Entry("zero_order_search", "one_step", zero_order_search, 1 + NEIGHBOURS),
            Entry("reno", "one_step", reno, 4)]
-    out += [Entry(f"fk_{p}", "sampler", particle(smc.fk_steering, potential=p), two) for p in ("max", "diff", "sum")]
-    out += [Entry("svdd", "sampler", particle(smc.svdd), two),
-            Entry("das", "sampler", particle(smc.das, cost_per_step=3), 2 * 3 * steps),
-            Entry("guidance", "sampler", guidance, 3 * steps),
-            Entry("trajectory_best_of_n", "sampler", particle(smc.trajectory_best_of_n), two)]
+    out += [Entry(f"fk_{p}", "sampler", particle(smc.fk_steering, potential=p), two, particle_max)
+            for p in ("max", "diff", "sum")]
+    out += [Entry("svdd", "sampler", particle(smc.svdd), two, particle_max),
+            Entry("das", "sampler", particle(smc.das, cost_per_step=3), 2 * 3 * steps, particle_max),
+            Entry("guidance", "sampler", guidance, 3 * steps, particle_max),
+            Entry("trajectory_best_of_n", "sampler", particle(smc.trajectory_best_of_n), two, particle_max)]
     return out
 
 

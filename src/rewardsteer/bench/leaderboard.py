@@ -53,6 +53,7 @@ class Entry:
     kind: str  # "one_step" | "sampler"
     run: Callable
     min_budget: int = 1
+    max_budget: int = 1 << 30
     notes: str = ""
 
 
@@ -99,16 +100,14 @@ def run_board(entries: list[Entry], generators: dict[str, Any], tasks: list[Task
     path = out / "cells.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     done = {cell_key(r) for r in records}
-    for task in tasks:
-        for entry in entries:
-            gen = generators[entry.kind]
-            for budget in budgets:
-                if budget < entry.min_budget:
-                    continue
-                for seed in seeds:
-                    if (entry.name, task.name, budget, seed) in done:
+    # budgets outermost: a run stopped early has every method at the smaller budgets (cells.jsonl resumes it)
+    for budget in budgets:
+        for seed in seeds:
+            for task in tasks:
+                for entry in entries:
+                    if not entry.min_budget <= budget <= entry.max_budget or (entry.name, task.name, budget, seed) in done:
                         continue
-                    rec = run_cell(entry, gen, task, budget, outputs, seed)
+                    rec = run_cell(entry, generators[entry.kind], task, budget, outputs, seed)
                     with path.open("a") as f:
                         f.write(json.dumps(rec) + "\n")
                     records.append(rec)
@@ -166,7 +165,7 @@ def compute_to_reach(budgets: dict, rate: float, key: str = "compute") -> float 
     prev = None
     for c, r in points:
         if r >= rate:
-            if prev is None or prev[1] >= r:
+            if prev is None or prev[1] >= r or r == rate:
                 return c
             (c0, r0) = prev
             w = (rate - r0) / (r - r0)
