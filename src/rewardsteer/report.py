@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .rewards.monitors import JUDGES_AGREE, monitor_lines, plotted
+from .rewards.monitors import BAND_SUFFIX, JUDGES_AGREE, monitor_lines, plotted
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 2, scale: int = 2) -> Image.Image:
@@ -101,8 +101,10 @@ def summary_lines(result) -> list[str]:
     s = result.summary_dict()
     sp = s["spent"]
     lines = [f"score ({result.method}, {s['stopped']}): {s['score'][0]:.3f} -> {s['score'][1]:.3f}"]
-    held = ", ".join(f"{k}: {a:.3f} -> {b:.3f}" for k, (a, b) in s["heldout"].items()
-                     if not k.startswith("diversity")) or "none"
+    h = s["heldout"]
+    held = ", ".join(f"{k}: {a:.3f} -> {b:.3f}" + (f" (in the real-data band {h[k + BAND_SUFFIX][0]:.0%} -> "
+                                                   f"{h[k + BAND_SUFFIX][1]:.0%})" if k + BAND_SUFFIX in h else "")
+                     for k, (a, b) in h.items() if not k.startswith("diversity") and not k.endswith(BAND_SUFFIX)) or "none"
     lines.append(f"held-out {held}")
     if "judges" in s:
         accs = ", ".join(f"{k} {a:.0%} -> {b:.0%}" for k, (a, b) in s["judges"].items())
