@@ -116,13 +116,16 @@ def test_particle_traces_compare_plain_samples_with_the_outputs():
     gold = [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.5, 2.0]  # x̂0 rows: a collapse from a degenerate first prediction
     rows = [{**r, "ess": 4.0} for r in trace(up, gold)]
 
-    def batch(score, gold, sd=0.5):
-        return {"score": score, "heldout": {"gold": gold}, "heldout_sd": {"gold": sd}, "heldout_n": 8}
+    def batch(score, gold, sd=0.5, n=8):
+        return {"score": score, "heldout": {"gold": gold}, "heldout_sd": {"gold": sd}, "heldout_n": n}
 
     assert not check(rows, before=batch(0.0, 2.3), after=batch(0.7, 2.0))["alarm"]  # within the noise
     v = check(rows, before=batch(0.0, 3.0), after=batch(0.7, 2.0))
     assert v["signals"] == ["heldout"] and v["heldout_values"] == [3.0, 2.0]
     assert "(plain samples -> outputs)" in monitor_lines(v)[1]
+    # two samples a side: their spread says little about the noise, so Student's t (2 dof: 4.30) widens the bar
+    assert not check(rows, before=batch(0.0, 3.0, n=2), after=batch(0.7, 1.5, n=2))["alarm"]
+    assert check(rows, before=batch(0.0, 3.0, n=2), after=batch(0.7, 0.5, n=2))["alarm"]
     assert not check(rows, before=batch(0.7, 3.0), after=batch(0.0, 2.0))["alarm"]  # the objective fell
 
 

@@ -107,11 +107,18 @@ def batch_row(scores: torch.Tensor, heldout: dict) -> dict:
             "heldout_sd": {k: sd(v) for k, v in heldout.items()}, "heldout_n": int(scores.numel())}
 
 
+# Student's t at 97.5% for 1..10 degrees of freedom: small batches' spreads are poor estimates of their noise.
+T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23)
+
+
 def _fell(before: dict, after: dict, names: list[str], z: float, min_drop: float) -> dict | None:
-    """The first held-out reward whose mean fell from `before` to `after` by more than z standard errors."""
+    """The first held-out reward whose mean fell from `before` to `after` by more than z standard errors (z scaled
+    by t/1.96 for fewer than 12 samples in all)."""
+    dof = before["heldout_n"] + after["heldout_n"] - 2
+    z = z * (T975[dof - 1] / 1.96 if 1 <= dof <= len(T975) else 1.0)
     for name in names:
         h0, h1 = before["heldout"].get(name, math.nan), after["heldout"].get(name, math.nan)
-        if not (math.isfinite(h0) and math.isfinite(h1)):
+        if not (math.isfinite(h0) and math.isfinite(h1)) or dof < 1:
             continue
         se = [r["heldout_sd"].get(name, math.nan) / math.sqrt(max(r["heldout_n"], 1)) for r in (before, after)]
         noise = max(min_drop, z * math.sqrt(sum(e**2 for e in se if math.isfinite(e))))
