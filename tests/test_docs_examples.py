@@ -3,10 +3,10 @@ docs/benchmarks) runs here, in document order, one namespace and one working fol
 
 How, so that the whole file stays near a minute of CPU time:
 - commands run on the CPU (`--device cuda` becomes `--device cpu`); budgets are shrunk (`shrink_python`,
-  `shrink_argv`): iterations to 3, candidates to 8, particles to 2, outputs to 2 on the command line, sampler /
-  training steps to 4 (6 for `run --steps`) / 2, batch workers and threads to 1, training epochs to 1; a `run`
-  without `--iters` on an iterative method gets `--iters 3`. The README's molecule command runs as written (the
-  bar: a gain over plain samples and no alarm).
+  `shrink_argv`): iterations to 3, candidates to 8, particles to 2, outputs (`n`) to 4 in Python and 2 on the
+  command line, sampler / training steps to 4 (6 for `run --steps`) / 2, batch workers and threads to 1, training
+  epochs to 1; a `run` without `--iters` on an iterative method gets `--iters 3`. The README's molecule command
+  runs as written (the bar: a gain over plain samples and no alarm).
 - a block after `<!-- docs-test: tiny -->` names hub models (SD-Turbo, FLUX, CLIP, PickScore, HPS) and a GPU: it runs
   on the tiny offline pipelines of `rewardsteer hf tiny-pipeline` in their place, on the CPU, in float32 (`to_tiny`).
 - a block after `<!-- tested: FILE ... -->` is run by that file (as written), not again here; one after
@@ -65,7 +65,7 @@ def to_tiny(code: str, tiny: dict) -> str:
 
 
 def shrink_python(code: str) -> str:
-    for key, cap in (("iters", 3), ("candidates", 8), ("particles", 2), ("steps", 4)):
+    for key, cap in (("iters", 3), ("candidates", 8), ("particles", 2), ("steps", 4), ("n", 4)):
         code = re.sub(rf"\b{key}=(\d+)", lambda m, k=key, c=cap: f"{k}={min(int(m[1]), c)}", code)
         code = re.sub(rf'"{key}": (\d+)', lambda m, k=key, c=cap: f'"{k}": {min(int(m[1]), c)}', code)
     return code

@@ -292,6 +292,7 @@ def test_hf_tiny_pipeline_writes_a_pipeline_and_a_clip_that_load_offline(kind, t
     score = CLIPScore(CLIPFeatures.load(tmp_path / "t" / "clip"), prompt=PROMPT)(x)
     assert x.shape == (1, 3, 16, 16) and torch.isfinite(score).all()
     (tmp_path / "file").write_text("")
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["hf", "tiny-pipeline", str(tmp_path / "file" / "sub")])
     err = capsys.readouterr().err.strip()
