@@ -17,6 +17,7 @@ How, so that the whole file stays near a minute of CPU time:
   on the tiny pipeline), my.smi, pairs.safetensors, and LAION's aesthetic .pth stand-in for the conversion example.
 """
 
+import os
 import re
 import shlex
 import time
@@ -126,8 +127,7 @@ def write_inputs(folder: Path, tiny: dict) -> None:
     from safetensors.torch import save_file
 
     jobs = next(body for _, lang, body, _ in fences(ROOT / "docs" / "scale.md") if lang == "jsonl")
-    (folder / "jobs.jsonl").write_text(to_tiny(shrink_python(jobs.replace('"n": 8', '"n": 2')), tiny)
-                                       .replace('"cuda"', '"cpu"'))
+    (folder / "jobs.jsonl").write_text(to_tiny(shrink_python(jobs), tiny))
     (folder / "my.smi").write_text("CCO\nc1ccccc1O\nCC(=O)Nc1ccc(O)cc1\n")
     g = torch.Generator().manual_seed(0)
     save_file({"preferred": torch.rand(16, 1, 28, 28, generator=g), "rejected": torch.rand(16, 1, 28, 28, generator=g)},
@@ -186,9 +186,10 @@ def test_every_example_of_the_document_runs(doc, tiny, tmp_path, monkeypatch, ca
                 start = time.perf_counter()
         timings.append((time.perf_counter() - start, f"{where} {lang} block"))
     assert ran, doc
-    assert all(reason for _, reason in skipped)
-    with capsys.disabled():
-        print("", *(f"{t:6.1f} s  {what[:110]}" for t, what in sorted(timings, reverse=True)[:6]), sep="\n")
+    if os.environ.get("DOCS_TIMING"):  # DOCS_TIMING=1 pytest tests/test_docs_examples.py: the slowest, what was not run
+        with capsys.disabled():
+            print("", *(f"{t:6.1f} s  {what[:110]}" for t, what in sorted(timings, reverse=True)[:6]),
+                  *(f"not run: {what[:60]}: {why}" for what, why in skipped), sep="\n")
 
 
 def test_the_callback_state_keys_are_the_documented_ones():

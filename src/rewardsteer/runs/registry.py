@@ -66,22 +66,8 @@ def builder_for(spec: RunSpec) -> Builder:
 def check(spec: RunSpec) -> RunSpec:
     """Every check a run makes before it spends compute (names, specs, method/model pairs, budgets); returns `spec`."""
     budget_of(spec)
-    check_budget_floor(spec)
     builder_for(spec).check(spec)
     return spec
-
-
-def check_budget_floor(spec: RunSpec) -> None:
-    """Budgets below what any run of `spec` spends before its first output (n outputs, × particles for the particle
-    methods: one NFE and one reward call each) are refused here, before a model loads; the methods refine this
-    with what depends on the model (an unrolled sampler's NFE per call, the first scored step)."""
-    per = spec.particles if spec.particle else 1
-    floor = spec.n * per
-    for name, bound in (("nfe", spec.max_nfe), ("reward-calls", spec.max_reward_calls)):
-        if bound is not None and bound < floor:
-            what = f"--n {spec.n} outputs" + (f" x --particles {per}" if spec.particle else "")
-            raise RewardsteerError(f"--max-{name} {bound} cannot yield {what}: a run needs at least {floor} "
-                                   f"{name.replace('-', ' ')}")
 
 
 def build(spec: RunSpec) -> Plan:
