@@ -274,3 +274,26 @@ def test_particle_method_on_a_diffusers_sampler(pipe_dir, clip_reward, name):
     assert final["scores"].shape == (3, 4)
     torch.testing.assert_close(many.scores, final["scores"].max(1).values.float())
     torch.testing.assert_close(clip_reward(many.samples), many.scores, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["sdxl", "sd3"])
+def test_hf_tiny_pipeline_writes_a_pipeline_and_a_clip_that_load_offline(kind, tmp_path, capsys):
+    """`rewardsteer hf tiny-pipeline DIR --kind K`: a pipeline folder that from_diffusers loads and a CLIP folder that a
+    reward loads; it prints commands to try (docs/diffusers.md runs the sd and flux kinds); an unwritable DIR is one
+    line, exit 2."""
+    from rewardsteer.cli import main
+    from rewardsteer.hf import CLIPFeatures, CLIPScore
+
+    main(["hf", "tiny-pipeline", str(tmp_path / "t"), "--kind", kind])
+    assert f"rewardsteer run --pipeline {tmp_path / 't' / 'pipeline'}" in capsys.readouterr().out
+    extra = {"max_sequence_length": 24} if kind == "sd3" else {}
+    gen = from_diffusers(str(tmp_path / "t" / "pipeline"), PROMPT, height=16, width=16, **extra)
+    x = gen(gen.sample_noise(1, torch.Generator().manual_seed(0)))
+    score = CLIPScore(CLIPFeatures.load(tmp_path / "t" / "clip"), prompt=PROMPT)(x)
+    assert x.shape == (1, 3, 16, 16) and torch.isfinite(score).all()
+    (tmp_path / "file").write_text("")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["hf", "tiny-pipeline", str(tmp_path / "file" / "sub")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: cannot write to") and len(err.splitlines()) == 1

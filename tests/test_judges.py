@@ -84,6 +84,25 @@ def test_realism_ranks_real_digits_above_noise(test_slice):
     assert auroc(real, noise) > 0.99
 
 
+def test_the_real_data_band_holds_real_digits_of_the_target_class_and_not_noise(test_slice):
+    """`realism_monitor(target)`'s band: its lower edge is the 1st percentile of real test digits of that class (the
+    card's real_band), so nearly every real digit of the class is in it; uniform noise never is. Held out, the band
+    reaches the trace as `realism/in_band`."""
+    from rewardsteer.budget import Meter
+    from rewardsteer.plumbing import score_heldout
+
+    x, y = test_slice
+    for target in (1, 7, None):
+        monitor = models.realism_monitor(target)
+        real = x if target is None else x[y == target]
+        _, band = monitor.score_and_band(real)
+        assert band.float().mean() >= 0.95, target
+        _, noise = monitor.score_and_band(torch.rand((64, 1, 28, 28), generator=torch.Generator().manual_seed(0)))
+        assert not noise.any()
+    held = score_heldout({"realism": models.realism_monitor(7)}, x[:8], None, Meter())
+    assert set(held) == {"realism", "realism/in_band"}
+
+
 def test_mixed_ensemble_equals_the_loop(test_slice):
     """Real digits as input: on uniform noise, folding BatchNorm alone (no stacking) already moves the CNN's
     input gradients by a few % (rounding flips ReLU / max-pool choices that noise puts right at a kink)."""

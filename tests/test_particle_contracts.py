@@ -21,7 +21,7 @@ from tests.conftest import TOY
 @pytest.mark.parametrize("alpha", [None, 0.5])
 def test_svdd_trace_initial_samples_and_nan_candidates(alpha):
     """The trace's ESS is that of softmax(v/α) (α = None: of softmax(v)) and "kept" the mean kept value; the initial
-    samples are the first candidates of the first step; a NaN candidate is skipped and never kept."""
+    samples are plain samples at the run's seed; a NaN candidate is skipped and never kept."""
     toy = GaussianMixtureFlow(**TOY, num_steps=4)
 
     def holey(x, c=None):
@@ -44,9 +44,9 @@ def test_svdd_trace_initial_samples_and_nan_candidates(alpha):
         kept = v[torch.arange(6), s["selected"]]
         assert torch.isfinite(kept).all() and row["kept"] == pytest.approx(float(kept.mean()), rel=1e-6)
     assert nans > 0 and result.spent["skipped"] == nans + int(torch.isnan(holey(result.samples)).sum())
-    first = seen[0]
-    torch.testing.assert_close(result.initial_samples, toy.decode(first["x0_pred"][:, 0]))
-    torch.testing.assert_close(result.initial_scores, first["scores"][:, 0].float())
+    plain = rs.trajectory_best_of_n(toy, FunctionReward(holey, "holey"), n=6, particles=1, seed=3, progress=False)
+    torch.testing.assert_close(result.initial_samples, plain.samples)  # the before: plain samples, same seed
+    torch.testing.assert_close(result.initial_scores, holey(plain.samples).float(), equal_nan=True)
 
 
 def test_svdd_passes_conditions_keeps_members_and_is_seeded():
@@ -62,7 +62,8 @@ def test_svdd_passes_conditions_keeps_members_and_is_seeded():
     judge = {"judge": lambda x, c: seen["judge"].append(c.clone()) or x[:, 0]}
     result = rs.svdd(toy, ens, cond=cond, n=2, particles=3, alpha=0.5, seed=4, progress=False, heldout=judge)
     per_candidate = cond.repeat_interleave(3)
-    assert [c.tolist() for c in seen["reward"]] == [per_candidate.tolist()] * 2 + [cond.tolist()]
+    # the plain samples of the before, two steps of candidates, the final samples
+    assert [c.tolist() for c in seen["reward"]] == [cond.tolist()] + [per_candidate.tolist()] * 2 + [cond.tolist()]
     assert seen["judge"] and all(torch.equal(c, cond) for c in seen["judge"])
     torch.testing.assert_close(result.member_scores["a"], result.samples[:, 0].float())
     torch.testing.assert_close(result.member_scores["b"], -result.samples[:, 0].abs().float())
@@ -93,6 +94,25 @@ def test_svdd_stops_before_a_step_it_cannot_pay_for(budget, stopped):
 PARTICLE_METHODS = ["fk_steering", "das", "trajectory_best_of_n", "reward_guidance"]
 
 
+@pytest.mark.parametrize("name", [*PARTICLE_METHODS, "svdd"])
+def test_the_before_of_every_particle_method_is_plain_samples_at_its_seed(name):
+    """initial_* are plain samples of the same sampler at the same seed (= trajectory_best_of_n with one particle),
+    scored by the reward and the judges; their NFE is reported as baseline_nfe, never charged; the method's own
+    samples and cost are what they were without it."""
+    toy, cond = GaussianMixtureFlow(**TOY, num_steps=4), torch.tensor([3, 7])
+    reward = FunctionReward(lambda x, c: x[:, 0], "x")
+    judge = {"judge": lambda x, c: 2 * x[:, 0]}
+    knobs = dict(particles=3, scale=0.5) if name == "reward_guidance" else dict(particles=3)
+    result = rs.METHODS[name](toy, reward, cond=cond, n=2, seed=5, heldout=judge, progress=False, **knobs)
+    plain = rs.trajectory_best_of_n(toy, reward, cond=cond, n=2, particles=1, seed=5, progress=False)
+    torch.testing.assert_close(result.initial_samples, plain.samples)
+    torch.testing.assert_close(result.initial_scores, plain.samples[:, 0].float())
+    torch.testing.assert_close(result.initial_heldout["judge"], 2 * plain.samples[:, 0].float())
+    assert result.spent["baseline_nfe"] == 2 * 4 and "not charged" in result.summary()
+    again = rs.METHODS[name](toy, reward, cond=cond, n=2, seed=5, progress=False, **knobs)
+    assert torch.equal(again.samples, result.samples) and again.spent["nfe"] == result.spent["nfe"]
+
+
 @pytest.mark.parametrize("name", PARTICLE_METHODS)
 def test_particle_runs_pass_each_slots_condition_and_report_what_they_saw(name):
     """Per-output conditions follow their slot's particles through chunked scoring, the final scoring and the judges;
@@ -112,8 +132,9 @@ def test_particle_runs_pass_each_slots_condition_and_report_what_they_saw(name):
                               heldout={"judge": lambda x, c: judged.append(c.clone()) or x[:, 0]},
                               callback=lambda s: states.append({k: (v.clone() if torch.is_tensor(v) else v)
                                                                 for k, v in s.items() if k != "meter"}), **knobs)
-    flat, seen = cond.repeat_interleave(3), torch.cat(calls)
-    assert len(seen) % 6 == 0 and torch.equal(seen, flat.repeat(len(seen) // 6))  # chunks of 4 + 2, in order
+    flat, seen = cond.repeat_interleave(3), torch.cat(calls[1:])  # calls[0]: the plain samples of the before
+    assert torch.equal(calls[0], cond) and len(seen) % 6 == 0
+    assert torch.equal(seen, flat.repeat(len(seen) // 6))  # chunks of 4 + 2, in order
     assert judged and all(torch.equal(c, cond) for c in judged)
     rows = [row for row in result.trace]
     assert [row["iteration"] for row in rows] == [s["iteration"] for s in states]
@@ -285,7 +306,8 @@ def test_particle_conditions_follow_their_rows_through_chunks(name):
     flat = emb.repeat_interleave(3, 0)
     for rows_, c in calls + toy.seen:
         assert c.shape == (rows_, 2)
-    assert torch.equal(torch.cat([c for _, c in calls[:2]]), flat)  # the first scored step's two chunks, in order
+    assert calls[0][0] == 2 and torch.equal(calls[0][1], emb)  # the plain samples of the before: one per slot
+    assert torch.equal(torch.cat([c for _, c in calls[1:3]]), flat)  # the first scored step's two chunks, in order
     final = states[-1]
     assert final["final"] and torch.equal(result.samples, final["particles"][torch.arange(2), final["scores"].argmax(1)])
     assert not torch.equal(states[0]["particles"], toy.decode(states[0]["particles"]))

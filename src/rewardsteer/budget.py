@@ -46,6 +46,7 @@ class Meter:
         self.budget = budget or Budget()
         self.device = torch.device(device)
         self.nfe = self.backward = self.reward_calls = self.heldout_calls = self.skipped = 0
+        self.baseline_nfe = 0  # particle methods: the plain samples of the "before", reported, never charged
         self.start = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -82,6 +83,9 @@ class Meter:
         return max(fit, 0)
 
     def spent(self) -> dict:
-        return {"nfe": self.nfe, "backward": self.backward, "reward_calls": self.reward_calls,
-                "heldout_calls": self.heldout_calls, "skipped": self.skipped,
-                "seconds": round(self.seconds, 4), "peak_memory_mb": round(peak_memory_mb(self.device), 1)}
+        out = {"nfe": self.nfe, "backward": self.backward, "reward_calls": self.reward_calls,
+               "heldout_calls": self.heldout_calls, "skipped": self.skipped,
+               "seconds": round(self.seconds, 4), "peak_memory_mb": round(peak_memory_mb(self.device), 1)}
+        if self.baseline_nfe:
+            out["baseline_nfe"] = self.baseline_nfe
+        return out

@@ -63,12 +63,13 @@ def add_commands():
     from .commands.amortized import finetune, train_noise
     from .commands.batch import batch
     from .commands.bench import bench
+    from .commands.hf import hf
     from .commands.molecules import score_smiles
     from .commands.run import run
     from .commands.serve import serve
     from .commands.training import train_reward
 
-    for command in (run, score_smiles, train_reward, bench, batch, serve, train_noise, finetune):
+    for command in (run, score_smiles, train_reward, bench, batch, serve, train_noise, finetune, hf):
         cli.add_command(command)
 
 

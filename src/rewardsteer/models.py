@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .bundled.flow import FlowSampler, OneStepUNet, UnrolledSampler
-from .bundled.hub import BUNDLED, load_network
+from .bundled.hub import BUNDLED, load_network, model_card
 from .core import Reward
 from .errors import UnknownNameError
 from .rewards.base import ClassifierReward, Ensemble
@@ -128,10 +128,13 @@ def diversity_monitor():
     return BatchDiversity(classifier("mnist-judge").features, name="diversity")
 
 
-def realism_monitor() -> RealismMonitor:
+def realism_monitor(target: int | None = None) -> RealismMonitor:
     """Held-out realism (`mnist-realism`): minus the mean distance to the 5 nearest of 20k real digits in a PCA
-    space, in units of its median over real digits (about −1 for a real digit, lower for unrealistic images)."""
-    return RealismMonitor(load_network("mnist-realism"))
+    space, in units of its median over real digits (about −1 for a real digit, lower for unrealistic images).
+    Held out, it also reports `realism/in_band`: whether each sample is at least as realistic as the least
+    realistic 1% of real test digits of `target` (of all digits when None; the card's `real_band`)."""
+    low = model_card("mnist-realism").get("real_band", {}).get("low", {})
+    return RealismMonitor(load_network("mnist-realism"), low=low.get("all" if target is None else str(target)))
 
 
 # The held-out judges every run and benchmark reports: `mnist-judge` (a CNN like the proxies, kept for

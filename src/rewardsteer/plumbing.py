@@ -12,8 +12,10 @@ import torch
 from .budget import Meter
 from .core import Reward, select_cond
 from .errors import RewardsteerError
+from .report import nonfinite_warning
 from .result import JUDGE_HIT_SUFFIX, JUDGES_AGREE, Result
 from .rewards.base import as_reward
+from .rewards.monitors import BAND_SUFFIX
 from .wrap import RewardsteerWarning
 
 
@@ -60,7 +62,8 @@ def score_heldout(heldout: Mapping[str, Reward], samples: torch.Tensor, cond: An
 
     A held-out classifier (a judge: anything with `score_and_hits`) also reports, per sample, whether its top
     class is the target (`NAME/acc`, 1.0 or 0.0, so its mean is the judge's accuracy), and `judges_agree` is 1
-    where every judge assigns the sample to the target: a claim stands only if all judges support it.
+    where every judge assigns the sample to the target: a claim stands only if all judges support it. A realism
+    monitor with a band (`score_and_band`) reports `NAME/in_band`, 1 where the sample lies in the real-data band.
     """
     meter.heldout_calls += samples.shape[0] * len(heldout)
     samples, out, hits = samples.detach(), {}, []
@@ -69,6 +72,10 @@ def score_heldout(heldout: Mapping[str, Reward], samples: torch.Tensor, cond: An
             out[name], hit = r.score_and_hits(samples, cond)
             out[name + JUDGE_HIT_SUFFIX] = hit.float()
             hits.append(hit)
+        elif hasattr(r, "score_and_band"):  # realism: also whether each sample lies in the real-data band
+            out[name], band = r.score_and_band(samples, cond)
+            if band is not None:
+                out[name + BAND_SUFFIX] = band.float()
         else:
             out[name] = r(samples, cond)
     if hits:
@@ -153,6 +160,8 @@ def build_result(method: str, best: BestPerSlot, initial: dict, trace: list, met
         raise RewardsteerError(f"{method} evaluated nothing ({stopped}): the budget is smaller than one evaluation")
     result = Result(method, best.samples, best.noises, best.scores, best.members, best.heldout,
                     initial["samples"], initial["scores"], initial["heldout"], trace, meter.spent(), stopped, config)
+    if meter.skipped or not bool(torch.isfinite(result.scores.float()).all()):
+        warnings.warn(f"{method}: {nonfinite_warning(result)}", RewardsteerWarning, stacklevel=4)
     if result.shortfall:
         warnings.warn(f"{method} returned {len(result.samples)} of the n={config['n']} outputs asked for "
                       f"(stopped: {stopped})", RewardsteerWarning, stacklevel=4)

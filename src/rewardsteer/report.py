@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .rewards.monitors import JUDGES_AGREE, monitor_lines, plotted
+from .rewards.monitors import BAND_SUFFIX, JUDGES_AGREE, monitor_lines, plotted
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 2, scale: int = 2) -> Image.Image:
@@ -101,20 +101,39 @@ def summary_lines(result) -> list[str]:
     s = result.summary_dict()
     sp = s["spent"]
     lines = [f"score ({result.method}, {s['stopped']}): {s['score'][0]:.3f} -> {s['score'][1]:.3f}"]
-    held = ", ".join(f"{k}: {a:.3f} -> {b:.3f}" for k, (a, b) in s["heldout"].items()
-                     if not k.startswith("diversity")) or "none"
+    h = s["heldout"]
+    held = ", ".join(f"{k}: {a:.3f} -> {b:.3f}" + (f" (in the real-data band {h[k + BAND_SUFFIX][0]:.0%} -> "
+                                                   f"{h[k + BAND_SUFFIX][1]:.0%})" if k + BAND_SUFFIX in h else "")
+                     for k, (a, b) in h.items() if not k.startswith("diversity") and not k.endswith(BAND_SUFFIX)) or "none"
     lines.append(f"held-out {held}")
     if "judges" in s:
         accs = ", ".join(f"{k} {a:.0%} -> {b:.0%}" for k, (a, b) in s["judges"].items())
         a, b = s["judges_agree"]
         lines.append(f"judges (target class): {accs}; all agree {a:.0%} -> {b:.0%}")
     lines.append(f"cost: {sp['nfe']} NFE, {sp['backward']} backward, {sp['reward_calls']} reward calls, "
-                 f"{sp['seconds']:.1f} s, peak memory {sp['peak_memory_mb']:.0f} MB, {sp['skipped']} skipped")
+                 f"{sp['seconds']:.1f} s, peak memory {sp['peak_memory_mb']:.0f} MB, {sp['skipped']} skipped"
+                 + (f" (+{sp['baseline_nfe']} NFE, not charged, for the plain samples of the before row)"
+                    if sp.get("baseline_nfe") else ""))
     lines.extend(monitor_lines(result.overoptimization))
+    if (warning := nonfinite_warning(result)) is not None:
+        lines.append(f"WARNING: {warning}")
     if result.shortfall:
         lines.append(f"WARNING: returned {len(result.samples)} of the n={len(result.samples) + result.shortfall} "
                      f"outputs asked for (stopped: {result.stopped})")
     return lines
+
+
+def nonfinite_warning(result) -> str | None:
+    """What a run whose reward gave NaN or infinite scores must say (None when every score was finite)."""
+    sp, scores = result.spent, result.scores.detach().float()
+    bad = int(sp.get("skipped", 0))
+    if not bad and bool(torch.isfinite(scores).all()):
+        return None
+    text = (f"{bad} of {sp.get('reward_calls', '?')} reward evaluations were NaN or infinite (or their gradient was) "
+            "and were skipped")
+    if not bool(torch.isfinite(scores).any()):
+        text += "; no output has a finite score: check the reward"
+    return text
 
 
 def write_report(result, out_dir: str | Path) -> dict[str, Path]:

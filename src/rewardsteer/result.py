@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from .rewards.monitors import JUDGE_HIT_SUFFIX, JUDGES_AGREE, MONITOR_ONLY_PREFIX, check
+from .rewards.monitors import JUDGE_HIT_SUFFIX, JUDGES_AGREE, MONITOR_ONLY_PREFIX, batch_row, check
 from .safety import load_safetensors
 
 
@@ -57,7 +57,8 @@ class Result:
     def overoptimization(self) -> dict:
         """The over-optimization monitor's verdict on the trace: {"alarm": bool, ...} (see `monitor.check`).
         Diversity is reported as the summary reports it: the unsteered start's batch against the outputs'."""
-        verdict = check(self.trace, self.config)
+        verdict = check(self.trace, self.config, before=batch_row(self.initial_scores, self.initial_heldout),
+                        after=batch_row(self.scores, self.heldout_scores))
         for k in verdict:
             if k.startswith(MONITOR_ONLY_PREFIX) and k in self.heldout_scores and k in self.initial_heldout:
                 verdict[k] = [_mean(self.initial_heldout[k]), _mean(self.heldout_scores[k])]

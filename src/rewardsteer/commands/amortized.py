@@ -48,7 +48,7 @@ def _setup(model: str, rewards, robust: str, seed: int, threads: int | None, tar
     reward = members[0] if len(members) == 1 else Ensemble(members, name="+".join(rewards))
     if transforms is not None:
         reward = TransformedReward(reward, transforms, seed=seed)
-    watch = {**models.judges(target), "realism": models.realism_monitor()}
+    watch = {**models.judges(target), "realism": models.realism_monitor(target)}
     return models.generator(model, steps=4), reward, watch
 
 

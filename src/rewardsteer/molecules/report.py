@@ -34,8 +34,8 @@ def molecule_grid(smiles: list[str], legends: list[str], path: Path, per_row: in
 
 
 def write_molecule_report(result: Result, vocab: Vocabulary, out_dir: str | Path) -> dict[str, Path]:
-    """result.json + tensors (Result.save), samples.smi (steered, then the unsteered start), properties.csv,
-    grid.png (start on top, steered below, each with its objective score) and trace.png."""
+    """result.json + tensors (Result.save), samples.smi (steered, then the unsteered plain samples), properties.csv,
+    grid.png (plain samples on top, steered below, each with its objective score) and trace.png."""
     out = result.save(out_dir)
     after, before = vocab.decode(result.samples.long()), vocab.decode(result.initial_samples.long())
     smi = out / "samples.smi"
@@ -50,7 +50,7 @@ def write_molecule_report(result: Result, vocab: Vocabulary, out_dir: str | Path
             for row, r in zip(property_rows(smiles), scores.tolist()):
                 writer.writerow({"set": name, "reward": round(r, 4), **row})
     k = min(len(after), len(before), 8)
-    legends = [f"start {float(r):.3f}" for r in result.initial_scores[:k]] + [f"steered {float(r):.3f}"
+    legends = [f"plain {float(r):.3f}" for r in result.initial_scores[:k]] + [f"steered {float(r):.3f}"
                                                                               for r in result.scores[:k]]
     grid = molecule_grid(before[:k] + after[:k], legends, out / "grid.png", per_row=k)
     return {"result": out / "result.json", "smiles": smi, "table": table, "grid": grid,

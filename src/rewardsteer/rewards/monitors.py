@@ -26,6 +26,7 @@ from ..core import Reward, input_for
 
 MONITOR_ONLY_PREFIX = "diversity"
 JUDGE_HIT_SUFFIX, JUDGES_AGREE = "/acc", "judges_agree"  # held-out columns written by plumbing.score_heldout
+BAND_SUFFIX = "/in_band"  # 1 where a sample's realism lies in the real-data band (`RealismMonitor.score_and_band`)
 
 
 # Held-out columns reported but not alarmed on: properties of the batch's make-up, which steering toward a class
@@ -36,7 +37,8 @@ REPORTED_ONLY = (MONITOR_ONLY_PREFIX, "realism")
 
 def plotted(name: str) -> bool:
     """Held-out score columns (not the judges' 0/1 hits `NAME/acc`, `judges_agree`, nor diversity)."""
-    return not (name.startswith(MONITOR_ONLY_PREFIX) or name.endswith("/acc") or name == "judges_agree")
+    return not (name.startswith(MONITOR_ONLY_PREFIX) or name.endswith((JUDGE_HIT_SUFFIX, BAND_SUFFIX))
+                or name == JUDGES_AGREE)
 
 
 def alarm_watched(name: str) -> bool:
@@ -89,22 +91,44 @@ def _row_noise(trace: list[dict], name: str, values: list[float]) -> list[float]
     return [noise] * len(values)
 
 
-def check(trace: list[dict], config: dict | None = None, window: int = 5, z: float = 2.0,
-          min_drop: float = 1e-3) -> dict:
-    """The monitor's verdict on a trace: alarm flag, where it first fired, diversity and prior distance.
+def batch_row(scores: torch.Tensor, heldout: dict) -> dict:
+    """A set of samples as a trace-like row: mean objective, held-out means, their spread and the batch size."""
+    def mean(t):
+        t = t.detach().float()
+        t = t[torch.isfinite(t)]
+        return float(t.mean()) if t.numel() else math.nan
 
-    The alarm fires at row t for a held-out reward h when, with p the row of h's highest value so far:
-    - the decline is sustained: each of the last `window` rows (all after p) lies below h_p by more than
-    - its noise: z·√(se_p² + se_t²) (se: the standard error of the held-out mean at that row, from the
-      batch's spread; `_row_noise`), and by more than `min_drop`;
-    - while the objective rose: its mean over those rows exceeds its value at p.
-    So a 0.01-nat wiggle of a near-saturated judge does not alarm, while a fall that outlasts its noise does.
-    """
-    out: dict = {"alarm": False, "window": window, "iteration": None, "heldout": None}
-    if window < 2:
-        raise ValueError(f"window must be at least 2 rows, got {window}")
-    key = objective_key(trace)
-    names = [k for k in (trace[0]["heldout"] if trace else {}) if alarm_watched(k)]
+    def sd(t):
+        t = t.detach().float()
+        t = t[torch.isfinite(t)]
+        return float(t.std()) if t.numel() > 1 else math.nan
+
+    return {"score": mean(scores), "heldout": {k: mean(v) for k, v in heldout.items()},
+            "heldout_sd": {k: sd(v) for k, v in heldout.items()}, "heldout_n": int(scores.numel())}
+
+
+# Student's t at 97.5% for 1..10 degrees of freedom: small batches' spreads are poor estimates of their noise.
+T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23)
+
+
+def _fell(before: dict, after: dict, names: list[str], z: float, min_drop: float) -> dict | None:
+    """The first held-out reward whose mean fell from `before` to `after` by more than z standard errors (z scaled
+    by t/1.96 for fewer than 12 samples in all)."""
+    dof = before["heldout_n"] + after["heldout_n"] - 2
+    z = z * (T975[dof - 1] / 1.96 if 1 <= dof <= len(T975) else 1.0)
+    for name in names:
+        h0, h1 = before["heldout"].get(name, math.nan), after["heldout"].get(name, math.nan)
+        if not (math.isfinite(h0) and math.isfinite(h1)) or dof < 1:
+            continue
+        se = [r["heldout_sd"].get(name, math.nan) / math.sqrt(max(r["heldout_n"], 1)) for r in (before, after)]
+        noise = max(min_drop, z * math.sqrt(sum(e**2 for e in se if math.isfinite(e))))
+        if h0 - h1 > noise:
+            return {"heldout": name, "heldout_values": [h0, h1], "noise": noise}
+    return None
+
+
+def _window_alarm(trace, key, names, window, z, min_drop) -> dict | None:
+    """A sustained fall along the trace: `window` rows below the best so far by more than their noise."""
     obj = [r[key] for r in trace]
     series = {name: [r["heldout"][name] for r in trace] for name in names}
     noise = {name: _row_noise(trace, name, series[name]) for name in names}
@@ -121,14 +145,58 @@ def check(trace: list[dict], config: dict | None = None, window: int = 5, z: flo
             threshold = [max(min_drop, z * math.sqrt(se[p] ** 2 + se[i] ** 2)) for i in last]
             rose = math.isfinite(obj[p]) and sum(obj[i] for i in last) / window > obj[p]
             if rose and all(h[p] - h[i] > th for i, th in zip(last, threshold)):
-                out.update(alarm=True, iteration=trace[t]["iteration"], heldout=name, since=trace[p]["iteration"],
-                           objective=[obj[p], obj[t]], heldout_values=[h[p], h[t]], noise=threshold[-1])
-                break
-        if out["alarm"]:
-            break
-    for k in (trace[0]["heldout"] if trace else {}):
+                return dict(iteration=trace[t]["iteration"], heldout=name, since=trace[p]["iteration"],
+                            objective=[obj[p], obj[t]], heldout_values=[h[p], h[t]], noise=threshold[-1])
+    return None
+
+
+def check(trace: list[dict], config: dict | None = None, window: int = 5, z: float = 2.0,
+          min_drop: float = 1e-3, before: dict | None = None, after: dict | None = None) -> dict:
+    """The monitor's verdict: alarm flag, the signals that fired (`signals`), diversity and prior distance.
+
+    `before` / `after` (`batch_row`) are the unsteered start and the outputs; `Result.overoptimization` passes
+    them. Three signals, each named in `signals`:
+    - "heldout": a held-out reward fell while the objective rose. Along the trace (one-step methods): with p
+      the row of its highest value so far, each of the last `window` rows (all after p) lies below h_p by
+      more than z·√(se_p² + se_t²) (se: the standard error of the batch mean, `_row_noise`) and `min_drop`,
+      while the objective's mean over those rows exceeds its value at p. Particle methods trace
+      x0-predictions, which are not samples: there the plain samples (`before`) are compared with the outputs.
+    - "judges": the objective rose while `judges_agree` never rose above 0 (no output that every judge
+      assigns to the target, on any row): the optimized reward is fooled.
+    - "realism": most outputs lie below the real-data realism band (`NAME/in_band`, fewer than half, and fewer
+      than before) while the judges agree on at least half: the judges are fooled.
+    """
+    out: dict = {"alarm": False, "window": window, "iteration": None, "heldout": None, "signals": []}
+    if window < 2:
+        raise ValueError(f"window must be at least 2 rows, got {window}")
+    key = objective_key(trace)
+    first = trace[0] if trace else {}
+    names = [k for k in first.get("heldout", {}) if alarm_watched(k)]
+    start = before or ({**first, "score": first[key]} if trace else None)
+    end = after or ({**trace[-1], "score": trace[-1][key]} if trace else None)
+    rose = start is not None and math.isfinite(start["score"]) and math.isfinite(end["score"]) and \
+        end["score"] - start["score"] > min_drop
+    particles = "ess" in first and before is not None and after is not None
+    fell = (_fell(before, after, names, z, min_drop) if rose else None) if particles else \
+        _window_alarm(trace, key, names, window, z, min_drop)
+    if fell:
+        out.update(fell, signals=["heldout"])
+        out.setdefault("objective", [start["score"], end["score"]])
+    agree = [r["heldout"][JUDGES_AGREE] for r in (*trace, *(r for r in (before, after) if r))
+             if JUDGES_AGREE in r["heldout"]]
+    if rose and agree and max(agree) <= 0:
+        out["signals"].append("judges")
+        out["judges_never_agree"] = {"objective": [start["score"], end["score"]]}
+    band = next((k for k in (end or {}).get("heldout", {}) if k.endswith(BAND_SUFFIX)), None)
+    if band and start and JUDGES_AGREE in end["heldout"]:
+        b0, b1, fooled = start["heldout"].get(band, math.nan), end["heldout"][band], end["heldout"][JUDGES_AGREE]
+        if b1 < 0.5 and b1 < b0 and fooled >= 0.5:
+            out["signals"].append("realism")
+            out["realism_out_of_band"] = {"column": band, "in_band": [b0, b1], "judges_agree": fooled}
+    out["alarm"] = bool(out["signals"])
+    for k in first.get("heldout", {}):
         if k.startswith(MONITOR_ONLY_PREFIX):
-            out[k] = [trace[0]["heldout"][k], trace[-1]["heldout"][k]]
+            out[k] = [first["heldout"][k], trace[-1]["heldout"][k]]
     if trace and "prior_nll" in trace[-1]:
         out["prior_nll_increase"] = trace[-1]["prior_nll"] - trace[0]["prior_nll"]
     if trace and "drawn" in trace[-1] and (config or {}).get("k", (config or {}).get("n", 1)) == 1:
@@ -136,8 +204,12 @@ def check(trace: list[dict], config: dict | None = None, window: int = 5, z: flo
     return out
 
 
+SIGNALS = {"heldout": "held-out fell", "judges": "judges never agree", "realism": "realism out of band"}
+
+
 def monitor_lines(verdict: dict) -> list[str]:
-    """The CLI summary's monitor lines: distance from the prior and diversity when known, and the alarm."""
+    """The CLI summary's monitor lines: distance from the prior and diversity when known, the alarm and, for each
+    signal that fired, one line saying what it saw."""
     parts = [f"{k} {v[0]:.3f} -> {v[1]:.3f}" if all(map(math.isfinite, v)) else f"{k} n/a (needs 2+ outputs)"
              for k, v in verdict.items() if k.startswith(MONITOR_ONLY_PREFIX)]
     if "kl_best_of_n" in verdict:
@@ -146,23 +218,45 @@ def monitor_lines(verdict: dict) -> list[str]:
         parts.append(f"noise NLL {verdict['prior_nll_increase']:+.2f}")
     if not verdict.get("alarm"):
         return [f"monitor: {', '.join([*parts, 'no over-optimization alarm'])}"]
-    o, h = verdict["objective"], verdict["heldout_values"]
-    since = f"since iteration {verdict['since']} " if "since" in verdict else ""
-    noise = f" (more than its noise, {verdict['noise']:.3f}, for {verdict['window']} rows)" if "noise" in verdict else ""
-    return [f"monitor: {', '.join([*parts, 'ALARM'])}",
-            f"OVER-OPTIMIZATION ALARM at iteration {verdict['iteration']}: {since}the objective rose {o[0]:.3f} -> "
-            f"{o[1]:.3f} while held-out {verdict['heldout']} fell {h[0]:.3f} -> {h[1]:.3f}{noise}"]
+    signals = verdict.get("signals") or ["heldout"]  # verdicts from before signals were named
+    lines = [f"monitor: {', '.join([*parts, 'ALARM (' + ', '.join(SIGNALS[s] for s in signals) + ')'])}"]
+    if "heldout" in signals:
+        o, h = verdict["objective"], verdict["heldout_values"]
+        where = (f"at iteration {verdict['iteration']}: since iteration {verdict['since']} " if "since" in verdict
+                 else "(plain samples -> outputs): ")
+        rows = f", for {verdict['window']} rows" if "since" in verdict else ""
+        noise = f" (more than its noise, {verdict['noise']:.3f}{rows})" if "noise" in verdict else ""
+        lines.append(f"OVER-OPTIMIZATION ALARM {where}the objective rose {o[0]:.3f} -> {o[1]:.3f} while held-out "
+                     f"{verdict['heldout']} fell {h[0]:.3f} -> {h[1]:.3f}{noise}")
+    if "judges" in signals:
+        o = verdict["judges_never_agree"]["objective"]
+        lines.append(f"OVER-OPTIMIZATION ALARM (judges never agree): the objective rose {o[0]:.3f} -> {o[1]:.3f} while "
+                     "every judge-agreed fraction stayed at 0%: the optimized reward is being fooled")
+    if "realism" in signals:
+        r = verdict["realism_out_of_band"]
+        lines.append(f"OVER-OPTIMIZATION ALARM (realism out of band): the judges agree on {r['judges_agree']:.0%} of "
+                     f"the outputs, yet only {r['in_band'][1]:.0%} lie in the real-data realism band (before: "
+                     f"{r['in_band'][0]:.0%}): the judges are being fooled")
+    return lines
 
 
 class RealismMonitor(Reward):
     """Held-out realism: minus the normalized k-NN distance of `RealismIndex` (about −1 for real digits,
-    lower for images far from every real digit). Not a classifier and not differentiable: a monitor."""
+    lower for images far from every real digit). Not a classifier and not differentiable: a monitor.
+
+    `low`: the lower edge of the real-data band (e.g. the 1st percentile of real digits of the target class);
+    with it, held-out use also reports `NAME/in_band` per sample (1 at or above the edge)."""
 
     differentiable = False
 
-    def __init__(self, index: RealismIndex, name: str = "realism"):
-        self.index, self.name = index, name
+    def __init__(self, index: RealismIndex, name: str = "realism", low: float | None = None):
+        self.index, self.name, self.low = index, name, low
 
     @torch.no_grad()
     def score(self, samples: torch.Tensor, cond=None) -> torch.Tensor:
         return -self.index(input_for(self.index, samples)).float()
+
+    def score_and_band(self, samples: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(realism (B,), in band (B,) bool or None without a band)."""
+        r = self.score(samples, cond)
+        return r, (None if self.low is None else r >= self.low)

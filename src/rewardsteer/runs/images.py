@@ -72,7 +72,7 @@ def move(place, generator, *rewards) -> None:
         r.to(device)
 
 
-def ensemble_options(reward, heldout, gen, cond, aggregate, standardize):
+def ensemble_options(reward, heldout, gen, cond, aggregate, standardize, target=None):
     """--aggregate / --standardize on the reward, and the diversity and realism monitors beside the judges."""
     from ..models import diversity_monitor, realism_monitor
     from ..rewards.aggregates import aggregate_from_spec
@@ -86,7 +86,7 @@ def ensemble_options(reward, heldout, gen, cond, aggregate, standardize):
     if standardize:
         reward = reward.calibrated(gen, n=256, cond=cond)
     if heldout:  # monitors beside the judges: batch diversity and realism (distance to real digits)
-        heldout["realism"] = realism_monitor()
+        heldout["realism"] = realism_monitor(target)
         heldout["diversity"] = diversity_monitor()
     return reward, heldout
 
@@ -136,7 +136,7 @@ class BundledImages:
             gen, note = amortized(spec.amortized, gen, spec.target)
             notes.append(note)
         move(place, gen, reward, *heldout.values())
-        reward, heldout = ensemble_options(reward, heldout, gen, cond, spec.aggregate, spec.standardize)
+        reward, heldout = ensemble_options(reward, heldout, gen, cond, spec.aggregate, spec.standardize, spec.target)
         move(place, None, *heldout.values())
         if eot is not None:
             from ..rewards.robust import TransformedReward

@@ -139,6 +139,40 @@ def rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return take(t, idx[:, None])[:, 0]
 
 
+def fork(rng: torch.Generator) -> torch.Generator:
+    """A copy of a generator's state: draws from it leave the original's stream as it was."""
+    g = torch.Generator(device=rng.device)
+    g.set_state(rng.get_state())
+    return g
+
+
+@torch.no_grad()
+def plain_samples(sampler: Sampler, reward, heldout: Mapping[str, Any], b: int, cond: Any, rng: torch.Generator,
+                  chunk: int, device) -> tuple[dict, Meter]:
+    """The "before" of every particle method: b plain samples (the sampler's own steps from x_0; no reward, no
+    weights, no selection), drawn from `rng` (a fork of the run's generator: same model, same seed), scored by
+    the reward and every held-out monitor. Returns the `initial` dict and the meter that counted it (the run
+    reports its NFE as `baseline_nfe`, never charged to the budget)."""
+    meter = Meter(None, device)
+    x = sampler.initial_state(b, rng)
+    torch.randint(2**62, (1,), generator=rng, device=rng.device)  # as a run draws its resampling seed: so the
+    # baseline is exactly trajectory_best_of_n(particles=1) at the same seed
+    for i in range(sampler.num_steps):
+        x0 = evaluate(sampler, reward, x, i, cond, meter, chunk, scored=False).x0
+        dist = sampler.distribution(x, i, x0)
+        x = dist.sample(None if dist.deterministic else dist.draw_noise(rng))
+    samples = sampler.decode(x)
+    r, _ = score_chunks(reward, samples, cond, meter, chunk)
+    return dict(samples=samples.detach(), scores=r.float(), heldout=score_heldout(heldout, samples, cond, meter)), meter
+
+
+def start_meter(budget: Budget | None, device, baseline: Meter) -> Meter:
+    """The run's meter, started after the baseline: its NFE and held-out calls are reported, never charged."""
+    meter = Meter(budget, device)
+    meter.baseline_nfe, meter.heldout_calls = baseline.nfe, baseline.heldout_calls
+    return meter
+
+
 def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int, particles: int,
                   ess_threshold: float, resampling: str, pick: str, chunk: int | None, budget: Budget | None,
                   seed: int | torch.Generator, heldout: Mapping[str, Any] | None,
@@ -166,14 +200,16 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
     chunk = b * k if chunk is None else chunk
     check_count(kernel.name, chunk=chunk)
     rng = make_rng(seed, ref.device)
+    # 0. the "before": b plain samples of the same sampler at the same seed (a fork of the run's generator)
+    initial, base = plain_samples(sampler, reward, heldout, b, cond, fork(rng), chunk, ref.device)
     # 1. x_0 (Gaussian noise, or all [mask] tokens): (B, K, *state) particles, one noise stream for the run
     x = sampler.initial_state(b * k, rng).unflatten(0, (b, k))
     resample_rng = make_rng(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
     cond_flat = expand_cond(cond, b, k)
-    meter, weights = Meter(budget, ref.device), Weights(b, k, ref.device)
+    meter, weights = start_meter(budget, ref.device, base), Weights(b, k, ref.device)
     st = SimpleNamespace(x=x, noise=x.clone(), phi=weights.logw.clone(), dead=torch.zeros(b, k, dtype=torch.bool,
                          device=ref.device), carry={}, last=None, final=None)
-    trace, initial = [], {}
+    trace = []
     bar = tqdm(total=steps, disable=not progress, desc=kernel.name, leave=False)
 
     def finite_or_dead(r):
@@ -188,10 +224,6 @@ def run_particles(sampler: Sampler, reward, kernel: Kernel, *, cond: Any, n: int
         x0-predictions in model space, or at the end (`final`) the decoded samples."""
         decode = (lambda t: t) if final else sampler.decode
         held = score_heldout(heldout, decode(rows(x0, pick_per_slot(r, None, "best", resample_rng))), cond, meter)
-        if not initial:
-            first = decode(x0[:, 0])
-            initial.update(samples=first.detach(), scores=r[:, 0].float(),
-                           heldout=score_heldout(heldout, first, cond, meter))
         e = weights.ess()
         trace.append(trace_entry(i, meter, r.flatten(), out.members, held, ess=float(e.mean()),
                                  ess_min=float(e.min()), log_z=float(weights.log_z.mean()), final=final))

@@ -18,14 +18,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..budget import Budget, Meter
+from ..budget import Budget
 from ..core import Sampler, make_rng
 from ..errors import RewardsteerError
 from ..plumbing import build_result, prepare, run_guarded, score, score_heldout, trace_entry
 from ..wrap import check_budget, check_cond, check_count
 from ..wrap import sampler as as_checked_sampler
 from .core import check_alpha, check_smc, ess, resample
-from .driver import evaluate, expand_cond, reference, rows
+from .driver import evaluate, expand_cond, fork, plain_samples, reference, rows, start_meter
 
 
 def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: int = 8, alpha: float | None = None,
@@ -51,13 +51,15 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
     chunk = b * m if chunk is None else chunk
     check_count("svdd", chunk=chunk)
     rng = make_rng(seed, ref.device)
+    # 0. the "before": n plain samples of the same sampler at the same seed (a fork of the run's generator)
+    initial, base = plain_samples(sampler, reward, heldout, b, cond, fork(rng), chunk, ref.device)
     # 1. x_0 (Gaussian noise, or all [mask] tokens): (B, *state) chains
     x = sampler.initial_state(b, rng)
     select_rng = make_rng(int(torch.randint(2**62, (1,), generator=rng, device=rng.device)), ref.device)
     cand_cond = expand_cond(cond, b, m)
-    meter = Meter(budget, ref.device)
+    meter = start_meter(budget, ref.device, base)
     st = SimpleNamespace(x=x, noise=x.clone(), x0=None, last=None)
-    trace, initial = [], {}
+    trace = []
     bar = tqdm(total=steps, disable=not progress, desc="svdd", leave=False)
 
     def loop():
@@ -94,9 +96,6 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
             st.x, st.x0 = rows(cand, idx), rows(x0c, idx)
             st.last = SimpleNamespace(samples=sampler.decode(st.x0), r=rows(v, idx), members=members)
             held = score_heldout(heldout, st.last.samples, cond, meter)
-            if not initial:  # a plain draw from the prior: the first candidate of the first step
-                first = sampler.decode(x0c[:, 0])
-                initial.update(samples=first, scores=v[:, 0].float(), heldout=score_heldout(heldout, first, cond, meter))
             e = ess(logw)
             trace.append(trace_entry(i, meter, v.flatten(), {k: t.flatten() for k, t in out.members.items()}, held,
                                      kept=st.last.r, ess=float(e.mean()), ess_min=float(e.min())))
@@ -113,8 +112,6 @@ def svdd(sampler: Sampler, reward, *, cond: Any = None, n: int = 1, particles: i
         st.last = SimpleNamespace(samples=samples, r=r.detach().double(),
                                   members={k: v.detach().float() for k, v in members.items()})
         held = score_heldout(heldout, samples, cond, meter)
-        if not initial:  # no stochastic step (e.g. eta = 0): nothing was chosen, these are the plain samples
-            initial.update(samples=samples, scores=r.detach().float(), heldout=held)
         trace.append(trace_entry(steps, meter, r, members, held, final=True))
         return "completed"
 
