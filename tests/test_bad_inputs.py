@@ -81,6 +81,14 @@ def F(tmp_path_factory) -> Path:
     bad_weights(f / "am-lora" / "adapter.safetensors", "pickle")
     card(f / "am-lora-nolora", {"kind": "lora", "base": {"name": "mnist-onestep"}, "conditions": [7]})
     good_safetensors(f / "am-lora-nolora" / "adapter.safetensors")
+    meta_ok = json.dumps({**dict.fromkeys(("step", "nfe", "backward", "reward_calls", "seconds"), 0), "evals": []})
+    for name, meta, weights in (("ckpt-badjson", "{oops", None), ("ckpt-list", "[]", None),
+                                ("ckpt-trunc", meta_ok, "trunc")):
+        (f / name).mkdir()
+        (f / name / "checkpoint.json").write_text(meta)
+        good_safetensors(f / name / "checkpoint.safetensors")
+        if weights:
+            bad_weights(f / name / "checkpoint.safetensors", weights)
     bt(f / "bt-badjson", "{oops")
     bt(f / "bt-list", "[1, 2]")
     bt(f / "bt-config", {**BT_CARD, "architecture": {"class": "Classifier", "config": {"bogus": 1}}})
@@ -290,6 +298,7 @@ CASES = {
                                   "--allow-path"),
     "page device": (page({"device": "cuda:7"}), "device"),
     "page max-nfe over cap": (page({"max_nfe": 10**9}), "cap"),
+    "page max-nfe over cap as text": (page({"max_nfe": "20001"}), "cap"),
     "page max-seconds over cap": (page({"max_seconds": 10**7}, max_seconds=60), "cap"),
     "page max-seconds nan": (page({"max_seconds": float("nan")}), "finite"),
     "page class 11": (page({"class": 11}), "range"),
@@ -354,6 +363,12 @@ CASES = {
     "train-noise robust spin": (cli("train-noise", "--robust", "spin=3", *O), "spin"),
     "train-noise kind unknown": (cli("train-noise", "--kind", "golden", *O), "golden"),
     "train-noise steps 0": (cli("train-noise", "--steps", "0", *O), "range"),
+    "train-noise resume bad json": (cli("train-noise", "--resume", "--out", "{F}/ckpt-badjson", "--no-progress"),
+                                    "checkpoint"),
+    "train-noise resume list": (cli("train-noise", "--resume", "--out", "{F}/ckpt-list", "--no-progress"),
+                                "checkpoint"),
+    "train-noise resume truncated": (cli("train-noise", "--resume", "--out", "{F}/ckpt-trunc", "--no-progress"),
+                                     "safetensors"),
     # --- finetune
     "finetune lr nan": (cli("finetune", "--lr", "nan", *O), "finite"),
     "finetune reg inf": (cli("finetune", "--reg", "inf", *O), "finite"),
@@ -447,3 +462,33 @@ def test_the_table_covers_every_command_and_at_least_110_cases():
     assert {"run", "batch", "page", "demo", "models", "score-smiles", "train-reward", "train-noise", "finetune",
             "bench", "api"} <= commands
     assert len(CASES) >= 110
+
+
+def test_training_never_saves_non_finite_weights(tmp_path, tiny_onestep, brightness, monkeypatch):
+    from rewardsteer.amortized import TrainConfig, train_noise
+    from rewardsteer.rewards import preference
+
+    out = tmp_path / "noise"
+    with pytest.raises(RewardsteerError, match="lr < 3.4e"):  # finite, but beyond float32: refused up front
+        train_noise(tiny_onestep, brightness, config=TrainConfig(lr=1e39), out=out, progress=False)
+
+    def diverge(self, closure=None):  # an update that leaves the weights non-finite
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.data.fill_(float("inf"))
+
+    monkeypatch.setattr(torch.optim.Adam, "step", diverge)
+    with pytest.raises(RewardsteerError, match="diverged at step 1"):  # stopped at once, nothing saved
+        train_noise(tiny_onestep, brightness, kind="learned-noise", config=TrainConfig(steps=3, batch=2,
+                    eval_every=0, checkpoint_every_s=0), out=out, progress=False)
+    assert not list(out.glob("*.safetensors")) and not (out / "card.json").exists()
+    monkeypatch.undo()
+
+    net = preference.reward_net(4, 8)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    monkeypatch.setattr(preference, "train_ensemble", lambda *a, **k: ([net], [{}]))
+    pairs = torch.rand(4, 1, 8, 8)
+    with pytest.raises(RewardsteerError, match="member 0 diverged"):
+        preference.train_and_save(pairs, pairs.flip(0), tmp_path / "bt", "bt")
+    assert not (tmp_path / "bt").exists()

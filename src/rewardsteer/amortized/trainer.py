@@ -124,17 +124,29 @@ class _State:
         self.path.with_suffix(".json.tmp").replace(self.path.with_suffix(".json"))
 
     def load(self, params: dict, opt, rngs: list[torch.Generator]) -> dict:
+        again = "use a fresh --out or drop --resume"
+        try:
+            meta = json.loads(self.path.with_suffix(".json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise RewardsteerError(f"{self.path}.json: not a readable checkpoint ({' '.join(str(e).split())[:120]}); "
+                                   f"{again}") from None
+        if not isinstance(meta, dict) or not {"step", "nfe", "backward", "reward_calls", "seconds", "evals"} <= set(meta):
+            raise RewardsteerError(f"{self.path}.json is not a rewardsteer training checkpoint; {again}")
         t = load_safetensors(self.path.with_suffix(".safetensors"))
-        with torch.no_grad():
-            for n, p in params.items():
-                if f"param/{n}" not in t:
-                    raise RewardsteerError(f"{self.path}: the checkpoint is for another model (no '{n}'); "
-                                           "use a fresh --out or drop --resume")
-                p.copy_(t[f"param/{n}"])
-        restore_optimizer(opt, params.items(), {k: v.to(next(iter(params.values())).device) for k, v in t.items()})
-        for i, g in enumerate(rngs):  # the training stream, then the reward's own (e.g. EOT transformations)
-            g.set_state(t[f"rng/{i}"])
-        return json.loads(self.path.with_suffix(".json").read_text())
+        missing = [k for k in (*(f"param/{n}" for n in params), *(f"rng/{i}" for i in range(len(rngs)))) if k not in t]
+        if missing:
+            raise RewardsteerError(f"{self.path}: the checkpoint is for another model (no '{missing[0]}'); {again}")
+        try:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(t[f"param/{n}"])
+            restore_optimizer(opt, params.items(), {k: v.to(next(iter(params.values())).device) for k, v in t.items()})
+            for i, g in enumerate(rngs):  # the training stream, then the reward's own (e.g. EOT transformations)
+                g.set_state(t[f"rng/{i}"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise RewardsteerError(f"{self.path}: the checkpoint does not fit this run ({' '.join(str(e).split())[:120]}); "
+                                   f"{again}") from None
+        return meta
 
 
 def draw_conditions(conditions: Sequence[Any], batch: int, rng: torch.Generator) -> torch.Tensor:
@@ -174,10 +186,11 @@ def train(approach, reward: Reward, *, conditions: Sequence[Any] = (None,), conf
     re-raise; with `resume=True` a run continues from OUT/checkpoint bit-for-bit.
     """
     cfg = config or TrainConfig()
-    if cfg.steps < 1 or cfg.batch < 1 or not 0 < cfg.lr < math.inf or not 0 <= cfg.reg < math.inf or \
+    big = torch.finfo(torch.float32).max  # the weights are float32: a larger lr overflows in the optimizer
+    if cfg.steps < 1 or cfg.batch < 1 or not 0 < cfg.lr < big or not 0 <= cfg.reg < math.inf or \
             not 0 < cfg.grad_clip < math.inf:
-        raise RewardsteerError(f"training needs steps >= 1, batch >= 1 and finite lr > 0, reg >= 0, grad_clip > 0; "
-                               f"got {asdict(cfg)}")
+        raise RewardsteerError(f"training needs steps >= 1, batch >= 1, 0 < lr < {big:.2g} and finite reg >= 0, "
+                               f"grad_clip > 0; got {asdict(cfg)}")
     if not reward.differentiable:
         raise RewardsteerError(f"reward '{reward.name}' is not differentiable: amortized training backpropagates it")
     watch = dict(watch or {})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import RewardsteerError
 from ..runs.pipelines import spec_paths
-from ..runs.spec import ALIASES
+from ..runs.spec import ALIASES, RunSpec
 
 IMAGE_REWARDS = ["proxies-mixed", "proxies", "proxies:3", *(f"mnist-proxy-{i}" for i in range(5)),
                  *(f"mnist-proxy-mlp-{i}" for i in range(3)), "mnist-judge", "mnist-judge-vit", "mnist-judge-rff"]
@@ -68,7 +68,7 @@ class PagePolicy:
         return value
 
     def confine(self, options: dict) -> dict:
-        """The options a page run may use, with the budget caps filled in; one line for anything else."""
+        """The options a page run may use (the page's keys, allowed paths, offered names); one line otherwise."""
         out = {}
         for key, value in options.items():
             k = str(key).lstrip("-").replace("-", "_")
@@ -82,14 +82,16 @@ class PagePolicy:
         if pipeline:
             self.path(str(out["pipeline"]), "pipeline")
         self.names(out, pipeline)
+        return out
+
+    def capped(self, spec: RunSpec) -> RunSpec:
+        """`spec` within the caps (its values as the run reads them); a budget not given becomes the cap."""
         for key, cap, flag in (("max_nfe", self.max_nfe, "--max-nfe-cap"), ("max_seconds", self.max_seconds,
                                "--max-seconds-cap"), ("steps", self.max_steps, "--max-steps-cap")):
-            value = out.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value > cap:
+            value = getattr(spec, key)
+            if value is not None and value > cap:
                 raise RewardsteerError(f"{key} {value:g} is above this page's cap of {cap:g} (rewardsteer serve {flag})")
-        out.setdefault("max_nfe", self.max_nfe)
-        out.setdefault("max_seconds", self.max_seconds)
-        return out
+        return spec.replace(max_nfe=spec.max_nfe or int(self.max_nfe), max_seconds=spec.max_seconds or self.max_seconds)
 
     def names(self, out: dict, pipeline: bool) -> None:
         """Paths in rewards and held-out judges only under the allowed folders, a pipeline's rewards only jpeg or

@@ -65,8 +65,9 @@ class SteeringRun:
     "callback"). Afterwards: `error` (a one-line message) or the files in `out`."""
 
     def __init__(self, options: dict, out: str | Path, policy: PagePolicy | None = None):
-        options = (policy or PagePolicy()).confine(options)
-        self.spec = check(RunSpec.from_dict(options))  # the CLI's checks and messages; raises RewardsteerError
+        policy = policy or PagePolicy()
+        spec = policy.capped(RunSpec.from_dict(policy.confine(options)))
+        self.spec = check(spec)  # the CLI's checks and messages; raises RewardsteerError
         self.out = Path(out)
         self.rows: list[tuple[int, float, float]] = []
         self.log: list[str] = []
