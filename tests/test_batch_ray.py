@@ -14,6 +14,16 @@ JOBS = [{"class": c, "method": "best_of_n", "candidates": 8, "n": 2, "reward": "
          "heldout": "mnist-judge", "robust": "none"} for c in (1, 2, 3)]
 
 
+def test_an_unreachable_ray_address_is_one_line_and_leaves_nothing(tmp_path, run_cli):  # before local_ray starts Ray here
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'rewardsteer[ray]')")
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(json.dumps(JOBS[0]) + "\n")
+    out = run_cli("batch", str(path), "--out", str(tmp_path / "out"), "--ray", "127.0.0.1:1", "--no-progress")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: --ray 127.0.0.1:1: no Ray cluster answers there")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     try:
@@ -45,3 +55,4 @@ def test_ray_batch_writes_the_same_directory_as_the_local_pool(tmp_path, local_r
             sorted(p.name for p in (tmp_path / "local" / "jobs" / jid).iterdir())
     again = run_batch(path, tmp_path / "ray", RayBackend(threads=1), progress=False, echo=lambda s: None)
     assert again.skipped == len(JOBS)  # resumable the same way
+

@@ -214,7 +214,8 @@ def test_cli_particle_method_on_a_pipeline(pipe_dir, clip_dir, tmp_path):
     (["--reward", "clip:stabilityai/nothing-here"], "could not load CLIP model"),
     (["--reward", "jpeg", "--prompt", ""], "needs --prompt"),
     (["--prompt", PROMPT], "needs --reward"),
-    (["--reward", "head:h.safetensors"], "needs a CLIP model"),
+    (["--reward", f"head:{__file__}"], "needs a CLIP model"),  # a file that exists, but no CLIP named
+    (["--reward", "head:h.safetensors@./no-clip"], "h.safetensors: no such folder or file"),
     (["--reward", "bogus"], "unknown reward 'bogus'"),
     (["--reward", "jpeg", "--dtype", "fp16"], "fp16 is not supported on CPU"),
 ])

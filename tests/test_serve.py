@@ -67,9 +67,10 @@ def server(tmp_path):
     pytest.importorskip("gradio", reason="the web demo needs Gradio: pip install 'rewardsteer[demo]'")
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - the server writes it until the fixture ends
     proc = subprocess.Popen([sys.executable, "-m", "rewardsteer.cli", "serve", "--port", str(port), "--threads", "1",
-                             "--workdir", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, text=True)
+                             "--workdir", str(tmp_path / "runs"), "--allow-path", str(tmp_path)], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, text=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:
@@ -80,13 +81,14 @@ def server(tmp_path):
             time.sleep(0.3)
     else:
         proc.kill()
-        pytest.fail(f"rewardsteer serve did not start: {proc.stdout.read()[-2000:]}")
+        pytest.fail(f"rewardsteer serve did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
     yield url
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 def pick(page, elem: str, value: str, clear: bool = False) -> None:
@@ -133,10 +135,11 @@ def test_steering_through_the_page_in_a_headless_browser(server, tmp_path):
             if os.environ.get("REWARDSTEER_UPDATE_SCREENSHOT"):
                 shutil.copy(shot, SCREENSHOT)
 
-            pick(page, "model", "mnist-gan")  # an unknown model: the CLI's line
+            pick(page, "rewards", "bt:/etc/passwd", clear=True)  # a path outside --allow-path: refused, one line
             page.locator("#run").click()
-            expect(page.locator("#status")).to_contain_text("error: unknown generator 'mnist-gan'", timeout=30_000)
-            pick(page, "model", "mnist-onestep")
+            expect(page.locator("#status")).to_contain_text("error: reward 'bt:/etc/passwd': /etc/passwd is outside",
+                                                            timeout=30_000)
+            pick(page, "rewards", "mnist-proxy-0", clear=True)
             pick(page, "method", "best_of_n")
             page.locator("#max_nfe input").fill("1")  # an impossible budget
             page.locator("#run").click()
@@ -144,3 +147,32 @@ def test_steering_through_the_page_in_a_headless_browser(server, tmp_path):
             assert "Traceback" not in page.content()
         finally:
             browser.close()
+    log = (tmp_path / "server.log").read_text()  # every error one line in the server's log too
+    assert "rewardsteer serve: error: reward 'bt:/etc/passwd'" in log and "Traceback" not in log
+
+
+def test_the_page_reads_files_only_under_allow_path_and_caps_budgets(tmp_path):
+    from rewardsteer.bundled.training import save_model
+    from rewardsteer.rewards.preference import KIND, reward_net
+    from rewardsteer.serve import PagePolicy, SteeringRun
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    save_model(reward_net(4, 8), allowed, "m", {"kind": KIND})
+    save_model(reward_net(4, 8), outside, "m", {"kind": KIND})
+    (allowed / "link.safetensors").symlink_to(outside / "m.safetensors")
+    policy = PagePolicy(allow_paths=(str(allowed),), max_nfe=500, max_seconds=30)
+    run = SteeringRun({"reward": [f"bt:{allowed}/m.safetensors"], "method": "best_of_n", "robust": "none"},
+                      tmp_path / "run", policy=policy)
+    assert run.spec.max_nfe == 500 and run.spec.max_seconds == 30  # no budget given: the caps
+    for path in (outside / "m.safetensors", allowed / "link.safetensors", allowed / ".." / "outside" / "m"):
+        with pytest.raises(RewardsteerError, match="outside the folders this page may read"):
+            SteeringRun({"reward": [f"bt:{path}"]}, tmp_path / "run", policy=policy)
+    messages = []
+    for path in (allowed / "m.safetensors", tmp_path / "no-such-file"):  # existing or not: the same answer
+        with pytest.raises(RewardsteerError) as e:
+            SteeringRun({"reward": [f"bt:{path}"]}, tmp_path / "run")
+        messages.append(str(e.value).replace(str(path), "PATH"))
+    assert messages[0] == messages[1] and "--allow-path" in messages[0]
+    with pytest.raises(RewardsteerError, match="above this page's cap of 500"):
+        SteeringRun({"max_nfe": 501}, tmp_path / "run", policy=policy)
+    assert SteeringRun({"max_nfe": 500, "robust": "none"}, tmp_path / "run", policy=policy).spec.max_nfe == 500

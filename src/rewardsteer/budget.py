@@ -6,6 +6,8 @@ separately and never charged, since they measure the run rather than drive it.
 
 from __future__ import annotations
 
+import math
+import numbers
 import resource
 import sys
 import time
@@ -27,7 +29,15 @@ class Budget:
 
     def __post_init__(self):
         for name, value in asdict(self).items():
-            if value is not None and value <= 0:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise RewardsteerError(f"budget {name} takes a number, got {value!r}")
+            if name != "seconds" and not isinstance(value, numbers.Integral):
+                raise RewardsteerError(f"budget {name} takes a whole number, got {value!r}")
+            if not math.isfinite(value):
+                raise RewardsteerError(f"budget {name} must be a finite number, got {value}")
+            if value <= 0:
                 raise RewardsteerError(f"budget {name} must be positive, got {value}")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .errors import RewardsteerError
-from .safety import SIGTERM_EXIT, sigterm_as_interrupt
+from .safety import SIGTERM_EXIT, sigterm_as_interrupt, writable_out_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +46,8 @@ def _fmt(v):
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+              callback=writable_out_option)
 @click.option("--class", "target", type=click.IntRange(0, 9), default=8, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=30, show_default=True)
 def demo(out, target, iters):

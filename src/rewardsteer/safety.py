@@ -4,6 +4,7 @@ any compute is spent, and SIGTERM (what job schedulers send) stops a run the way
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import uuid
@@ -53,17 +54,52 @@ def check_writable(out: str | Path, what: str = "--out", create: bool = True) ->
     return out
 
 
-def writable_out_option(ctx, param, value):
-    """A click callback for an --out folder: fail at parse time, before any weights load or compute is spent."""
-    import click
+def check_writable_file(path: str | Path, what: str = "--out") -> Path:
+    """A file about to be written: not a folder, in a folder that can be written (checked as `check_writable`
+    does, leaving no folder behind)."""
+    path = Path(path)
+    if path.is_dir():
+        raise RewardsteerError(f"{what} {path} is a folder; give a file name, e.g. {path / 'out.csv'}")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise RewardsteerError(f"{what} {path} cannot be written: {parent} is a file, not a folder")
+    check_writable(path.parent, f"{what} {path}: its folder", create=False)
+    return path
 
-    if value is None:
+
+def check_file_name(name: str, what: str = "--name") -> str:
+    """A plain file name (no folders, not '.' or '..'), so files named after it stay inside their folder."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise RewardsteerError(f"{what} must be a plain file name without folders (e.g. bt); got {name!r}")
+    return name
+
+
+def _click_check(check):
+    """A click callback from a check that raises RewardsteerError: the message becomes click's one line."""
+    def callback(ctx, param, value):
+        import click
+
+        if value is None:
+            return value
+        try:
+            check(value, f"--{param.name.replace('_', '-')}")
+        except RewardsteerError as e:
+            raise click.BadParameter(str(e).removeprefix(f"--{param.name.replace('_', '-')} "), ctx, param) from None
         return value
-    try:
-        check_writable(value, f"--{param.name}", create=False)
-    except RewardsteerError as e:
-        raise click.BadParameter(str(e).removeprefix(f"--{param.name} "), ctx, param) from None
+    return callback
+
+
+def check_finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise RewardsteerError(f"{what} must be a finite number; got {value}")
     return value
+
+
+writable_out_option = _click_check(lambda value, what: check_writable(value, what, create=False))
+writable_out_option.__doc__ = "A click callback for an --out folder: fail at parse time, before any compute is spent."
+writable_file_option = _click_check(check_writable_file)
+file_name_option = _click_check(check_file_name)
+finite_option = _click_check(check_finite)  # click's FloatRange lets nan and inf through
 
 
 class Terminated(KeyboardInterrupt):

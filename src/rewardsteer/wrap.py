@@ -261,6 +261,12 @@ def check_budget(method: str, budget, what: str, **cost: int) -> None:
     in nfe / backward / reward_calls), instead of returning fewer outputs than asked."""
     if budget is None:
         return
+    if not all(hasattr(budget, k) for k in ("nfe", "backward", "reward_calls", "seconds")):
+        hint = ""
+        if isinstance(budget, dict):
+            hint = " (write Budget(" + ", ".join(f"{k}={v!r}" for k, v in budget.items()) + "))"
+        raise RewardsteerError(f"{method}: budget must be a rewardsteer.Budget, e.g. Budget(nfe=64, seconds=30); "
+                               f"got {type(budget).__name__}{hint}")
     for key, need in cost.items():
         bound = getattr(budget, key)
         if bound is not None and need > bound:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..core import OneStepGenerator
 from ..errors import RewardsteerError
+from ..safety import load_safetensors
 from .lora import adapted_network, adapter_state, add_lora, fingerprint, load_adapter_state
 from .noise import LearnedNoise, NoisedGenerator, NoiseNetwork
 
@@ -33,6 +34,10 @@ def save_amortized(out: str | Path, kind: str, module: torch.nn.Module, card: di
         tensors = adapter_state(module)
     else:
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise RewardsteerError(f"the trained {kind} has non-finite weights ({', '.join(bad[:3])}): training diverged; "
+                               f"nothing was saved to {out}. Lower --lr")
     save_file(tensors, str(out / WEIGHTS[kind]), metadata={"kind": kind})
     (out / "card.json").write_text(json.dumps({"kind": kind, **card}, indent=2) + "\n")
     return out
@@ -47,12 +52,52 @@ def read_card(path: str | Path) -> dict:
     try:
         card = json.loads(card_path.read_text())
     except (OSError, ValueError) as e:
-        raise RewardsteerError(f"{card_path}: not a readable card ({e})") from None
+        raise RewardsteerError(f"{card_path}: not a readable card ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(card, dict):
+        raise RewardsteerError(f"{card_path}: a card is a JSON object; this one is a {type(card).__name__}")
     if card.get("kind") not in WEIGHTS:
         raise RewardsteerError(f"{card_path}: unknown kind {card.get('kind')!r}; expected one of {sorted(WEIGHTS)}")
     if not (Path(path) / WEIGHTS[card["kind"]]).is_file():
         raise RewardsteerError(f"{path}: the card is here but {WEIGHTS[card['kind']]} is missing")
+    need = "lora" if card["kind"] == "lora" else "architecture"
+    if not isinstance(card.get(need), dict):
+        raise RewardsteerError(f"{card_path}: the card has no '{need}' object; it was not written by rewardsteer")
     return card
+
+
+def check_amortized(path: str | Path) -> dict:
+    """Everything about a saved amortizer that needs no base model: its card, its safetensors weights (pickles and
+    corrupt files refused), and that the weights fit the card's architecture. Returns the card."""
+    card = read_card(path)
+    tensors = load_safetensors(Path(path) / WEIGHTS[card["kind"]])
+    if card["kind"] == "lora":
+        lora = card["lora"]
+        if not isinstance(lora.get("rank"), int) or not isinstance(lora.get("targets"), list) or \
+                not all("lora_" in k for k in tensors):
+            raise RewardsteerError(f"{path}: the card's 'lora' entry or the adapter's tensors are not an adapter "
+                                   "written by `rewardsteer finetune`")
+        return card
+    load_into(noise_map(path, card), tensors, path, card["kind"])
+    return card
+
+
+def load_into(net: torch.nn.Module, tensors: dict, path, kind: str) -> torch.nn.Module:
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise RewardsteerError(f"{path}: {WEIGHTS[kind]} does not match its card: {' '.join(str(e).split())[:200]}") \
+            from None
+    return net
+
+
+def noise_map(path, card: dict) -> torch.nn.Module:
+    """The untrained noise map the card describes; one line when its architecture does not build."""
+    config = card["architecture"]
+    try:
+        return NOISE_MAPS[card["kind"]](**{k: (tuple(v) if k == "noise_shape" else v) for k, v in config.items()})
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise RewardsteerError(f"{path}: the card's architecture does not build a {card['kind']}: "
+                               f"{' '.join(str(e).split())[:200]}") from None
 
 
 def condition_for(card: dict, target: Any) -> int | None:
@@ -76,20 +121,24 @@ def load_amortized(path: str | Path, base: OneStepGenerator, target: Any = None)
     if expected and expected != base_fingerprint(base):
         raise RewardsteerError(f"{path}: this {kind} belongs to base model '{card['base'].get('name', '?')}' "
                                f"(fingerprint {expected}), not to the generator given ({base_fingerprint(base)})")
-    tensors = load_file(str(Path(path) / WEIGHTS[kind]))
+    tensors = load_safetensors(Path(path) / WEIGHTS[kind])
     if kind == "lora":
+        check_amortized(path)
         lora = card["lora"]
-        add_lora(base, lora["rank"], lora["alpha"], lora["targets"])
-        load_adapter_state(base, tensors)
         condition_for(card, target)
+        try:
+            add_lora(base, lora["rank"], lora.get("alpha"), lora["targets"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise RewardsteerError(f"{path}: the card's LoRA layers do not fit this generator: "
+                                   f"{' '.join(str(e).split())[:200]}") from None
+        load_adapter_state(base, tensors)
         return base
-    config = card["architecture"]
-    if tuple(config["noise_shape"]) != tuple(base.noise_shape):
-        raise RewardsteerError(f"{path}: this {kind} is for noise of shape {tuple(config['noise_shape'])}, the "
-                               f"generator draws {tuple(base.noise_shape)}")
-    noise_map = NOISE_MAPS[kind](**{k: (tuple(v) if k == "noise_shape" else v) for k, v in config.items()})
-    noise_map.load_state_dict(tensors)
-    return NoisedGenerator(base, noise_map.eval().requires_grad_(False), condition_for(card, target))
+    shape = tuple(card["architecture"].get("noise_shape") or ())
+    if shape != tuple(base.noise_shape):
+        raise RewardsteerError(f"{path}: this {kind} is for noise of shape {shape}, the generator draws "
+                               f"{tuple(base.noise_shape)}")
+    net = load_into(noise_map(path, card), tensors, path, kind)
+    return NoisedGenerator(base, net.eval().requires_grad_(False), condition_for(card, target))
 
 
 def describe(path: Path) -> str:

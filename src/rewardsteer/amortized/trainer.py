@@ -13,6 +13,7 @@ backward passes, reward calls and seconds, so the break-even against per-sample 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..budget import Meter
@@ -28,7 +29,7 @@ from ..bundled.training import Logger, optimizer_tensors, restore_optimizer
 from ..core import Reward, make_rng, reference, reward_generators
 from ..errors import RewardsteerError
 from ..plumbing import score_heldout
-from ..safety import deferred_signals
+from ..safety import deferred_signals, load_safetensors
 from .lora import base_model, output_kl
 
 
@@ -123,17 +124,29 @@ class _State:
         self.path.with_suffix(".json.tmp").replace(self.path.with_suffix(".json"))
 
     def load(self, params: dict, opt, rngs: list[torch.Generator]) -> dict:
-        t = load_file(str(self.path.with_suffix(".safetensors")))
-        with torch.no_grad():
-            for n, p in params.items():
-                if f"param/{n}" not in t:
-                    raise RewardsteerError(f"{self.path}: the checkpoint is for another model (no '{n}'); "
-                                           "use a fresh --out or drop --resume")
-                p.copy_(t[f"param/{n}"])
-        restore_optimizer(opt, params.items(), {k: v.to(next(iter(params.values())).device) for k, v in t.items()})
-        for i, g in enumerate(rngs):  # the training stream, then the reward's own (e.g. EOT transformations)
-            g.set_state(t[f"rng/{i}"])
-        return json.loads(self.path.with_suffix(".json").read_text())
+        again = "use a fresh --out or drop --resume"
+        try:
+            meta = json.loads(self.path.with_suffix(".json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise RewardsteerError(f"{self.path}.json: not a readable checkpoint ({' '.join(str(e).split())[:120]}); "
+                                   f"{again}") from None
+        if not isinstance(meta, dict) or not {"step", "nfe", "backward", "reward_calls", "seconds", "evals"} <= set(meta):
+            raise RewardsteerError(f"{self.path}.json is not a rewardsteer training checkpoint; {again}")
+        t = load_safetensors(self.path.with_suffix(".safetensors"))
+        missing = [k for k in (*(f"param/{n}" for n in params), *(f"rng/{i}" for i in range(len(rngs)))) if k not in t]
+        if missing:
+            raise RewardsteerError(f"{self.path}: the checkpoint is for another model (no '{missing[0]}'); {again}")
+        try:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(t[f"param/{n}"])
+            restore_optimizer(opt, params.items(), {k: v.to(next(iter(params.values())).device) for k, v in t.items()})
+            for i, g in enumerate(rngs):  # the training stream, then the reward's own (e.g. EOT transformations)
+                g.set_state(t[f"rng/{i}"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise RewardsteerError(f"{self.path}: the checkpoint does not fit this run ({' '.join(str(e).split())[:120]}); "
+                                   f"{again}") from None
+        return meta
 
 
 def draw_conditions(conditions: Sequence[Any], batch: int, rng: torch.Generator) -> torch.Tensor:
@@ -173,8 +186,11 @@ def train(approach, reward: Reward, *, conditions: Sequence[Any] = (None,), conf
     re-raise; with `resume=True` a run continues from OUT/checkpoint bit-for-bit.
     """
     cfg = config or TrainConfig()
-    if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0 or cfg.reg < 0:
-        raise RewardsteerError(f"training needs steps >= 1, batch >= 1, lr > 0 and reg >= 0; got {asdict(cfg)}")
+    big = torch.finfo(torch.float32).max  # the weights are float32: a larger lr overflows in the optimizer
+    if cfg.steps < 1 or cfg.batch < 1 or not 0 < cfg.lr < big or not 0 <= cfg.reg < math.inf or \
+            not 0 < cfg.grad_clip < math.inf:
+        raise RewardsteerError(f"training needs steps >= 1, batch >= 1, 0 < lr < {big:.2g} and finite reg >= 0, "
+                               f"grad_clip > 0; got {asdict(cfg)}")
     if not reward.differentiable:
         raise RewardsteerError(f"reward '{reward.name}' is not differentiable: amortized training backpropagates it")
     watch = dict(watch or {})
@@ -240,6 +256,9 @@ def _step(approach, reward, conditions, cfg: TrainConfig, params: dict, opt, rng
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         opt.step()
+        if not all(bool(torch.isfinite(p).all()) for p in params.values()):  # never trained on, never saved
+            raise RewardsteerError(f"training diverged at step {meta['step'] + 1}: the weights are no longer finite "
+                                   f"(lr {cfg.lr:g}); lower --lr. Nothing was saved from this step on")
     else:
         meta["skipped"] += 1  # a non-finite reward never reaches the weights
     meta["nfe"] += approach.nfe_per_step(cfg.batch)

@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import socket
+import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from ..errors import RewardsteerError
 from .jobs import Job
+from .manifest import OutputError
 from .runner import execute, prepare_worker
 
 WORKER_DIED = ("the worker process died while running this job, twice (killed, or out of memory?); it is "
@@ -75,6 +79,8 @@ class LocalBackend:
                             broken = True
                             continue
                         job = running.pop(f)
+                        if isinstance(f.exception(), OutputError):
+                            raise f.exception()
                         yield f.result() if f.exception() is None else _failed(job, f.exception())
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -114,25 +120,34 @@ class RayBackend:
                  threads: int | None = None):
         self.address, self.num_cpus, self.num_gpus, self.threads = address, num_cpus, num_gpus, threads
 
-    def _ray(self):
+    def connect(self):
+        """Connect to (or start) Ray now: an address nobody answers on is one line at once, and Ray's own log lines
+        from a failed start are kept off the terminal (the last of them ends the error)."""
         try:
             import ray
         except ImportError:
             raise RewardsteerError("--ray needs Ray: pip install 'rewardsteer[ray]'") from None
-        if not ray.is_initialized():
+        if ray.is_initialized():
+            return ray
+        address = None if self.address in (None, "local") else self.address
+        if address not in (None, "auto"):
+            probe(address)
+        with tempfile.TemporaryFile("w+") as log, quiet_fd(2, log):
             try:
-                ray.init(address=None if self.address in (None, "local") else self.address,
-                         include_dashboard=False, log_to_driver=False)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+                return ray
             except Exception as e:  # noqa: BLE001 - no cluster at that address, or Ray cannot start here
-                raise RewardsteerError(f"--ray {self.address}: could not connect to or start Ray: "
-                                       f"{' '.join(str(e).split())[:300]}") from None
-        return ray
+                log.seek(0)
+                said = [line for line in log.read().splitlines() if line.strip()][-1:]
+                reason = " ".join(" ".join([str(e), *said]).split())[:300]
+        raise RewardsteerError(f"--ray {self.address}: could not connect to or start Ray: {reason}")
+
 
     def describe(self) -> str:
         return f"ray: {self.address or 'local'}"
 
     def run(self, jobs: Iterable[Job], root: Path) -> Iterator[dict]:
-        ray = self._ray()
+        ray = self.connect()
         gpus = self.num_gpus
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -147,11 +162,42 @@ class RayBackend:
                 try:
                     record = ray.get(done[0])
                 except Exception as e:  # noqa: BLE001 - the task's worker died twice (OOM, node lost)
+                    if isinstance(getattr(e, "cause", e), OutputError):
+                        raise getattr(e, "cause", e) from None
                     record = _failed(job, e)
                 yield record
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)
+
+
+def probe(address: str, timeout: float = 5.0) -> None:
+    """One line when nothing listens at a Ray address (host:port, or ray://host:port), instead of Ray's minutes of
+    retries and log lines."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RewardsteerError(f"--ray takes HOST:PORT (e.g. 10.0.0.5:6379), auto or local; got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RewardsteerError(f"--ray {address}: no Ray cluster answers there ({e.strerror or type(e).__name__}); "
+                               "start one (`ray start --head`) or use --ray local") from None
+
+
+@contextlib.contextmanager
+def quiet_fd(fd: int, into):
+    """Send file descriptor `fd` (2: stderr, where Ray's C++ core logs) into the file `into` within the block."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        os.dup2(into.fileno(), fd)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 _RAY_PREPARED = False

@@ -14,6 +14,7 @@ Started again with the same command, a batch skips finished jobs and redoes unfi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..safety import check_writable
-from .jobs import Job, load_jobs, select_shard
-from .manifest import STATUS_FILE, TMP_PREFIX, Manifest, write_atomic
+from .jobs import Job, load_jobs, parse_shard, select_shard
+from .manifest import STATUS_FILE, TMP_PREFIX, Manifest, OutputError, batch_lock, output_error, write_atomic
 from .runner import JOBS_DIR, job_dir
 from .summary import contact_sheets, table_rows, write_table
 
@@ -84,13 +85,25 @@ def _clear_stale(root: Path, jobs: list[Job], retry_failed: bool, manifest: Mani
 def run_batch(jobs_path: str | Path | None, out: str | Path, backend, *, jobs: list[Job] | None = None,
               shard: str | None = None, retry_failed: bool = False, progress: bool = True,
               echo: Callable[[str], None] = print) -> BatchSummary:
-    """Run every unfinished job of `jobs_path` (or `jobs`) on `backend` with outputs under `out`."""
-    from tqdm.auto import tqdm
-
+    """Run every unfinished job of `jobs_path` (or `jobs`) on `backend` with outputs under `out`, holding the folder's
+    lock (`manifest.batch_lock`). An output folder that stops being writable raises `OutputError`: one line, the
+    finished jobs recorded, resumable."""
     start = time.perf_counter()
     all_jobs = jobs if jobs is not None else load_jobs(jobs_path)  # the whole file is validated first
     jobs = select_shard(all_jobs, shard)
+    if hasattr(backend, "connect"):
+        backend.connect()  # e.g. Ray: an unreachable cluster is one line, before anything is written
     root = check_writable(out)  # before any compute
+    with batch_lock(root, parse_shard(shard)):
+        try:
+            return _run(jobs_path, all_jobs, jobs, root, backend, shard, retry_failed, progress, echo, start)
+        except OSError as e:
+            raise output_error(root, e) from None
+
+
+def _run(jobs_path, all_jobs, jobs, root, backend, shard, retry_failed, progress, echo, start) -> BatchSummary:
+    from tqdm.auto import tqdm
+
     (root / JOBS_DIR).mkdir(exist_ok=True)
     manifest = Manifest(root / "manifest.jsonl")
     write_atomic(root / "batch.json", json.dumps({"source": str(jobs_path) if jobs_path else None, "shard": shard,
@@ -122,22 +135,32 @@ def run_batch(jobs_path: str | Path | None, out: str | Path, backend, *, jobs: l
             k += 1
             bar.update(1)
             write(job_line(rec, k, len(jobs)))
+    except OutputError:
+        raise  # the folder cannot take the table either
+    except BaseException:  # Ctrl-C, SIGTERM: the table shows what finished
+        with contextlib.suppress(OSError):
+            _finish(summary, all_jobs, jobs, manifest, root, start)
+        raise
     finally:
         bar.close()
-        records = {j.id: manifest.final(j.id) for j in jobs}
-        for job in jobs:
-            rec = records[job.id]
-            if rec is None:
-                summary.not_run += 1
-            elif rec["status"] == "done":
-                summary.done.append(job.id)
-            else:
-                summary.failed.append(rec)
-        rows = table_rows(all_jobs, {j.id: manifest.final(j.id) for j in all_jobs})
-        summary.paths = {"manifest": manifest.path, "table": write_table(rows, root / "table.csv")}
-        for path in contact_sheets(all_jobs, {j.id: manifest.final(j.id) for j in all_jobs}, root):
-            summary.paths[path.stem] = path
-        summary.seconds = time.perf_counter() - start
+    return _finish(summary, all_jobs, jobs, manifest, root, start)
+
+
+def _finish(summary: BatchSummary, all_jobs, jobs, manifest: Manifest, root: Path, start: float) -> BatchSummary:
+    """Count the jobs' final states and write table.csv and the contact sheets."""
+    for job in jobs:
+        rec = manifest.final(job.id)
+        if rec is None:
+            summary.not_run += 1
+        elif rec["status"] == "done":
+            summary.done.append(job.id)
+        else:
+            summary.failed.append(rec)
+    records = {j.id: manifest.final(j.id) for j in all_jobs}
+    summary.paths = {"manifest": manifest.path, "table": write_table(table_rows(all_jobs, records), root / "table.csv")}
+    for path in contact_sheets(all_jobs, records, root):
+        summary.paths[path.stem] = path
+    summary.seconds = time.perf_counter() - start
     return summary
 
 

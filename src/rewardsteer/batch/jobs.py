@@ -31,8 +31,26 @@ LABEL = "name"
 SEED_BITS = 31
 
 
+class Problem(str):
+    """A line of a jobs file that could not be read as a job (told apart from a JSON string value)."""
+
+
 class JobsError(RewardsteerError):
-    """A jobs file with invalid lines; the message lists each one as FILE:LINE: problem."""
+    """A jobs file with invalid lines; the message lists each one as FILE:LINE: problem (`problems`), under a
+    first line that `headline` gives alone."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
+
+    @property
+    def headline(self) -> str:
+        """One line: the count and the first problem (the command line prints this)."""
+        first, *rest = str(self).splitlines()
+        if not rest:
+            return first
+        more = f" (and {len(self.problems) - 1} more: --check lists them all)" if len(self.problems) > 1 else ""
+        return f"{first.rstrip(':')}: {rest[0]}{more}"
 
 
 @dataclass(frozen=True)
@@ -120,18 +138,29 @@ def make_job(raw: dict, line: int = 0, list_separator: str | None = None, check:
 
 
 def read_rows(path: Path) -> list[tuple[int, Any, str | None]]:
-    """(line number, raw job or a parse error message, CSV list separator) for each job in a JSONL or CSV file."""
-    text = path.read_text(encoding="utf-8")
+    """(line number, raw job or the `Problem` that kept it from being read, CSV list separator) for each job in a
+    JSONL or CSV file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise JobsError(f"{path} is not a text file (byte {e.start} is not UTF-8); a jobs file is JSONL or CSV") from None
+    except OSError as e:
+        raise JobsError(f"{path}: cannot read the jobs file: {e.strerror or type(e).__name__}") from None
     rows: list[tuple[int, Any, str | None]] = []
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(text.splitlines(keepends=True))
         for row in reader:
             if None in row:
-                rows.append((reader.line_num, "more cells than the header has columns", None))
+                rows.append((reader.line_num, Problem("more cells than the header has columns"), None))
                 continue
             if not any((v or "").strip() for v in row.values()):
                 continue
-            rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}, ";"))
+            if None in row.values():  # a short row: an empty cell must be written as one (a,,c)
+                missing = [k for k, v in row.items() if v is None]
+                rows.append((reader.line_num, Problem(f"fewer cells than the header has columns (no {', '.join(missing)})"),
+                             None))
+                continue
+            rows.append((reader.line_num, {k.strip(): v.strip() for k, v in row.items() if k}, ";"))
         return rows
     for i, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
@@ -140,7 +169,9 @@ def read_rows(path: Path) -> list[tuple[int, Any, str | None]]:
         try:
             rows.append((i, json.loads(s), None))
         except json.JSONDecodeError as e:
-            rows.append((i, f"not valid JSON: {e.msg} (column {e.colno})", None))
+            rows.append((i, Problem(f"not valid JSON: {e.msg} (column {e.colno})"), None))
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            rows.append((i, Problem(f"not a usable JSON value: {' '.join(str(e).split())[:120]}"), None))
     return rows
 
 
@@ -151,13 +182,15 @@ def load_jobs(path: str | Path, check: bool = True) -> list[Job]:
     """Every job in a JSONL or CSV file, validated before any runs: all bad lines are reported together, each as
     FILE:LINE: problem; two lines that are the same job are an error (give one a distinct `seed`)."""
     path = Path(path)
+    if path.is_dir():
+        raise RewardsteerError(f"{path} is a folder; give a jobs file (.jsonl or .csv)")
     if not path.is_file():
         raise RewardsteerError(f"jobs file not found: {path}")
     if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".ndjson"):
         raise RewardsteerError(f"{path}: a jobs file is JSONL (.jsonl, one JSON object per line) or CSV (.csv)")
     jobs, errors, seen = [], [], {}
     for line, raw, sep in read_rows(path):
-        if isinstance(raw, str):
+        if isinstance(raw, Problem):
             errors.append(f"{path}:{line}: {raw}")
             continue
         try:
@@ -173,19 +206,28 @@ def load_jobs(path: str | Path, check: bool = True) -> list[Job]:
         jobs.append(job)
     if errors:
         listed = errors[:MAX_LISTED] + ([f"... and {len(errors) - MAX_LISTED} more"] if len(errors) > MAX_LISTED else [])
-        raise JobsError(f"{len(errors)} invalid job(s) in {path}; nothing was run:\n" + "\n".join(listed))
+        raise JobsError(f"{len(errors)} invalid job(s) in {path}; nothing was run:\n" + "\n".join(listed), errors)
     if not jobs:
         raise JobsError(f"{path} holds no jobs")
     return jobs
 
 
-def select_shard(jobs: list[Job], shard: str | None) -> list[Job]:
-    """`I/K`: the jobs whose id falls in shard I of K (by id, so a job's shard does not depend on the file's order)."""
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """`I/K` -> (I, K) with 0 <= I < K; None for no shard."""
     if not shard:
-        return jobs
+        return None
     try:
         i, k = (int(v) for v in shard.split("/"))
         assert 0 <= i < k
     except (ValueError, AssertionError):
         raise RewardsteerError(f"--shard takes I/K with 0 <= I < K (e.g. 0/4); got '{shard}'") from None
+    return i, k
+
+
+def select_shard(jobs: list[Job], shard: str | None) -> list[Job]:
+    """`I/K`: the jobs whose id falls in shard I of K (by id, so a job's shard does not depend on the file's order)."""
+    parsed = parse_shard(shard)
+    if parsed is None:
+        return jobs
+    i, k = parsed
     return [j for j in jobs if int(j.id, 16) % k == i]

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from .jobs import Job
-from .manifest import STATUS_FILE, TMP_PREFIX, publish_dir, write_atomic
+from .manifest import STATUS_FILE, TMP_PREFIX, UNWRITABLE, output_error, publish_dir, write_atomic
 
 JOBS_DIR = "jobs"
 JOB_FILE, LOG_FILE, ERROR_FILE = "job.json", "log.txt", "traceback.txt"
@@ -81,16 +81,25 @@ def _one_line(exc: BaseException) -> str:
 
 def execute(job: Job | dict, root: str | Path) -> dict:
     """Run `job` with its outputs under `root/jobs/ID`; return its manifest record (status done, failed, or
-    interrupted: an interrupted job leaves nothing behind and runs again on resume)."""
-    from ..runs import execute as execute_run
-
+    interrupted: an interrupted job leaves nothing behind and runs again on resume). An output folder that
+    cannot be written raises `OutputError` (the job's temporary folder removed), so the batch stops, resumable."""
     job = Job.from_json(job) if isinstance(job, dict) else job
     final = job_dir(root, job.id)
     if (final / STATUS_FILE).is_file():  # finished elsewhere (another shard, an earlier process)
         return json.loads((final / STATUS_FILE).read_text())
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f"{TMP_PREFIX}{job.id}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        return _run_in(job, Path(root), tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise output_error(Path(root), e) from None
+
+
+def _run_in(job: Job, root: Path, tmp: Path, final: Path) -> dict:
+    from ..runs import execute as execute_run
+
     log, start = [], time.perf_counter()
     status, error = "done", None
     try:
@@ -103,6 +112,11 @@ def execute(job: Job | dict, root: str | Path) -> dict:
             status, error = "interrupted", "interrupted"
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted"
+    except OSError as e:
+        if _unwritable(tmp, e):
+            raise  # the folder, not the job: the batch stops
+        status, error = "failed", _one_line(e)
+        (tmp / ERROR_FILE).write_text("".join(traceback.format_exception(e)))
     except BaseException as e:  # noqa: BLE001 - a job's failure, whatever it is, is the job's, not the batch's
         status, error = "failed", _one_line(e)
         (tmp / ERROR_FILE).write_text("".join(traceback.format_exception(e)))
@@ -117,3 +131,8 @@ def execute(job: Job | dict, root: str | Path) -> dict:
     if not publish_dir(tmp, final):
         return json.loads((final / STATUS_FILE).read_text())
     return record
+
+
+def _unwritable(tmp: Path, e: OSError) -> bool:
+    """Whether an OSError raised while a job wrote its outputs means its folder cannot be written."""
+    return e.errno in UNWRITABLE and (not tmp.is_dir() or str(e.filename or "").startswith(str(tmp)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import RewardsteerError
-from ..safety import writable_out_option
+from ..safety import finite_option, writable_out_option
 
 KINDS = ("noise-net", "learned-noise")
 
@@ -62,7 +62,8 @@ def _options(f):
                      help="EOT transformations averaged in the reward (a preset or a spec); 'none' for the raw reward"),
         click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="optimizer steps"),
         click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="noises per step"),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+                     callback=finite_option),
         click.option("--eval-every", type=click.IntRange(min=0), default=50, show_default=True,
                      help="steps between evaluations of the reward, judges and realism on fixed noises (0: never)"),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -97,7 +98,7 @@ def _report(trained, out: Path, use: str) -> None:
               help="noise-net: golden-noise network z -> z* (Zhou et al. 2024); learned-noise: a Gaussian per class "
                    "(FIND, Chen et al. 2024)")
 @click.option("--classes", default="0-9", show_default=True, help="the target classes it learns (the reward's class)")
-@click.option("--reg", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+@click.option("--reg", type=click.FloatRange(min=0), default=1e-3, show_default=True, callback=finite_option,
               help="β: chi-prior weight (noise-net) or KL weight (learned-noise)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/noise-net"), show_default=True,
               callback=writable_out_option)
@@ -121,7 +122,7 @@ def train_noise(model, rewards, robust, steps, batch, lr, eval_every, seed, thre
 @click.option("--class", "target", type=click.IntRange(0, 9), default=7, show_default=True,
               help="the digit the rewards score")
 @click.option("--rank", type=click.IntRange(min=1), default=4, show_default=True, help="LoRA rank (peft)")
-@click.option("--reg", type=click.FloatRange(min=0), default=0.01, show_default=True,
+@click.option("--reg", type=click.FloatRange(min=0), default=0.01, show_default=True, callback=finite_option,
               help="β: weight of the KL to the base model")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/finetune"), show_default=True,
               callback=writable_out_option)

@@ -10,9 +10,9 @@ import click
 
 @click.command("batch")
 @click.argument("jobs", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=click.Path(path_type=Path), default=None,
               help="output folder: manifest.jsonl, jobs/ID/, table.csv, contact_sheet.png; rerun with the same "
-                   "--out to resume")
+                   "--out to resume (one batch at a time per folder, or one per --shard)")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="local worker processes (1: run in this process); each loads the models once")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -25,7 +25,8 @@ import click
 @click.option("--num-cpus", type=click.FloatRange(min=0), default=None, help="--ray: CPUs per task (default 1)")
 @click.option("--shard", default=None, metavar="I/K", help="run only shard I of K (by job id), e.g. one per machine")
 @click.option("--retry-failed", is_flag=True, help="run failed jobs again (by default finished jobs are skipped)")
-@click.option("--check", is_flag=True, help="validate the jobs file, list the jobs and their ids; run nothing")
+@click.option("--check", is_flag=True, help="validate the jobs file, list the jobs and their ids (or every bad line); "
+              "run nothing; needs no --out")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def batch(jobs, out, workers, threads, ray_address, num_gpus, num_cpus, shard, retry_failed, check, progress):
     """Run many steering jobs from JOBS, a JSONL file (one JSON object of `rewardsteer run` options per line) or a
@@ -41,10 +42,19 @@ def batch(jobs, out, workers, threads, ray_address, num_gpus, num_cpus, shard, r
     """
     from ..batch.backends import LocalBackend, RayBackend
     from ..batch.driver import run_batch, summary_lines
-    from ..batch.jobs import load_jobs, select_shard
+    from ..batch.jobs import JobsError, load_jobs, select_shard
+    from ..errors import RewardsteerError
     from ..safety import exit_code, sigterm_as_interrupt
 
-    all_jobs = load_jobs(jobs)
+    if out is None and not check:
+        raise click.UsageError("--out DIR is needed to run the jobs (--check validates them without it)")
+    try:
+        all_jobs = load_jobs(jobs)
+    except JobsError as e:  # one line on stderr; --check lists every bad line on stdout first
+        if check:
+            for problem in e.problems:
+                click.echo(problem)
+        raise RewardsteerError(e.headline) from None
     if check:
         selected = select_shard(all_jobs, shard)
         for job in selected:

@@ -19,7 +19,8 @@ def bench():
 @click.option("--class", "target", type=click.IntRange(0, 9), default=7, show_default=True)
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="override the number of seeds")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's)")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/overopt"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/overopt"), show_default=True,
+              callback=writable_out_option)
 def overopt(quick, target, seeds, threads, out):
     """Reward over-optimization: gold vs proxy reward under best-of-N and ReNO, single vs ensembles (mean, WCO,
     UWO); writes results.json, table.md, bon.png and reno.png to --out."""

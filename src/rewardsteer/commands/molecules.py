@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RewardsteerError
+from ..safety import writable_file_option
 
 
 @click.command("score-smiles")
@@ -16,7 +17,8 @@ from ..errors import RewardsteerError
 @click.option("--skip-invalid", is_flag=True, help="skip invalid SMILES (their lines listed) instead of stopping")
 @click.option("--check-model/--no-check-model", default=True, show_default=True,
               help="also check that every molecule fits moses-mdlm's tokens and context")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="write a CSV of properties and rewards")
+@click.option("--out", type=click.Path(path_type=Path), default=None, callback=writable_file_option,
+              help="write a CSV of properties and rewards")
 def score_smiles(path, rewards, skip_invalid, check_model, out):
     """Score a SMILES file (one molecule per line) with RDKit oracles; print each reward's mean."""
     import csv
@@ -24,10 +26,11 @@ def score_smiles(path, rewards, skip_invalid, check_model, out):
     from ..bundled.hub import model_card
     from ..molecules.data import Vocabulary, read_smiles_file
     from ..molecules.report import TABLE, property_rows
+    from ..molecules.rewards import check_smiles_reward
     from ..molecules.rewards import score_smiles as score
-    from ..runs.molecules import check_names
 
-    check_names("svdd", list(rewards), [])
+    for name in rewards:
+        check_smiles_reward(name)
     smiles, skipped = read_smiles_file(path, "skip" if skip_invalid else "stop")
     if skipped:
         click.echo(f"skipped {len(skipped)} invalid line(s): {', '.join(map(str, skipped[:20]))}", err=True)

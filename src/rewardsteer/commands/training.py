@@ -6,19 +6,23 @@ from pathlib import Path
 
 import click
 
+from ..safety import file_name_option, finite_option, writable_out_option
+
 
 @click.command("train-reward")
 @click.argument("pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/reward"), show_default=True,
-              help="folder for NAME[-i].safetensors + NAME[-i].json; use it as --reward bt:OUT")
-@click.option("--name", default="bt", show_default=True)
+              callback=writable_out_option, help="folder for NAME[-i].safetensors + NAME[-i].json; use it as --reward bt:OUT")
+@click.option("--name", default="bt", show_default=True, callback=file_name_option,
+              help="file name of the model(s) in --out (no folders)")
 @click.option("--members", type=click.IntRange(min=1), default=1, show_default=True,
               help="ensemble size; members differ by seed (seed, seed+1, ...)")
 @click.option("--bootstrap/--no-bootstrap", default=False, show_default=True,
               help="each member trains on a bootstrap resample of the pairs")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+              callback=finite_option)
 @click.option("--width", type=click.IntRange(min=1), default=8, show_default=True, help="CNN base width")
 @click.option("--heldout-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
               help="pairs kept out of training to measure pairwise accuracy")

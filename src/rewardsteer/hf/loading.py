@@ -38,6 +38,8 @@ def _load_errors() -> tuple[type[BaseException], ...]:
 
 def missing_weights(what: str, name: str, err: BaseException) -> WeightsError:
     """One line: what failed, the library's first line of why, and how to provide the weights."""
+    if name.startswith(("./", "../", "/", "~")) and not Path(name).expanduser().exists():
+        return WeightsError(f"could not load {what} '{name}': no such folder")
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
     local = Path(name).exists()
     how = ("the folder must hold what save_pretrained writes, with .safetensors weights" if local else

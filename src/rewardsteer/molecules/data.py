@@ -158,8 +158,12 @@ def read_smiles_file(path: str | Path, on_invalid: str = "stop") -> tuple[list[s
     path = Path(path)
     if not path.is_file():
         raise RewardsteerError(f"SMILES file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RewardsteerError(f"{path} is not a text file of SMILES (byte {e.start} is not UTF-8)") from None
     kept, skipped = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#") or (number == 1 and fields[0].upper() == "SMILES"):
             continue

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..core import Reward
-from ..errors import UnknownNameError
+from ..errors import RewardsteerError, UnknownNameError
 from ..rewards.base import WeightedSum
 from . import chem
 from .data import Vocabulary
@@ -84,12 +84,20 @@ def reward(name: str, vocab: Vocabulary | None = None) -> Reward:
     return OracleReward(name, vocab, decoder)
 
 
+def check_smiles_reward(name: str) -> dict[str, float]:
+    """The RDKit oracles (with weights) behind a reward that scores SMILES directly; learned proxies refused."""
+    if name in PROXY_SPECS:
+        raise RewardsteerError(f"'{name}' is a learned proxy that scores moses-mdlm's tokens, not an RDKit oracle; "
+                               f"score SMILES with {', '.join((*ORACLES, *MULTI))}, or steer toward it with "
+                               f"`rewardsteer run --model moses-mdlm --reward {name}`")
+    if name not in ORACLES and name not in MULTI:
+        raise UnknownNameError("SMILES reward (an RDKit oracle)", name, (*ORACLES, *MULTI))
+    return MULTI.get(name, {name: 1.0})
+
+
 def score_smiles(name: str, smiles: list[str]) -> list[float]:
     """A reward's values for SMILES strings directly (no tokens): oracles, or the multi-objective sum."""
-    parts = MULTI.get(name, {name: 1.0})
-    for part in parts:
-        if part not in ORACLES:
-            raise UnknownNameError("molecule reward", part, NAMES)
+    parts = check_smiles_reward(name)
     mols = [chem.mol(s) for s in smiles]
     return [sum(w * (ORACLES[p][1] if m is None else ORACLES[p][0](m)) for p, w in parts.items()) for m in mols]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,11 +15,27 @@ from .aggregates import Transform, calibrate, chain, mean, reduce, standardize, 
 from .stacked import scores_with_stacks, stack_members
 
 
+def check_target(target: Any, net: torch.nn.Module, name: str) -> int | None:
+    """None, or a class index the classifier has (its config's `num_classes`, when it says): one line otherwise,
+    at construction rather than a raw IndexError / TypeError at the first score."""
+    if target is None:
+        return None
+    if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
+        target = int(target)
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        hint = f" (did you mean target={int(target)}?)" if isinstance(target, str) and target.strip().isdigit() else ""
+        raise RewardsteerError(f"reward '{name}': target must be a class index (an int) or None; got {target!r}{hint}")
+    classes = (getattr(net, "config", None) or {}).get("num_classes")
+    if classes is not None and not 0 <= target < classes:
+        raise RewardsteerError(f"reward '{name}': target {target} is not a class of this classifier (0..{classes - 1})")
+    return int(target)
+
+
 class ClassifierReward(Reward):
     """log p(target | x) under a classifier; the target is `target` or, if None, the class in `cond`."""
 
     def __init__(self, net: torch.nn.Module, name: str, target: int | None = None):
-        self.net, self.name, self.target, self.differentiable = net, name, target, True
+        self.net, self.name, self.target, self.differentiable = net, name, check_target(target, net, name), True
 
     def score(self, samples: torch.Tensor, cond: Any = None) -> torch.Tensor:
         self.check_input(samples)

@@ -14,6 +14,7 @@ Pairs file: safetensors with tensors `preferred` and `rejected`, each (N, C, H, 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..bundled.nets import Classifier
 from ..bundled.training import save_model
 from ..core import Reward, input_for
 from ..errors import RewardsteerError, WeightsError
-from ..safety import load_safetensors
+from ..safety import check_file_name, load_safetensors
 from .base import Ensemble
 
 KIND = "bradley-terry reward"
@@ -158,6 +159,8 @@ def train_bradley_terry(preferred: torch.Tensor, rejected: torch.Tensor, *, seed
                         batch: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4, bootstrap: bool = False,
                         width: int = 8, feature_dim: int = 32, log=None) -> torch.nn.Module:
     """One reward network fitted to the pairs; deterministic given `seed` (the global RNG is left as it was)."""
+    if not 0 < lr < math.inf or not 0 <= weight_decay < math.inf:
+        raise RewardsteerError(f"train_bradley_terry needs a finite lr > 0 and weight_decay >= 0; got {lr}, {weight_decay}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = reward_net(width, feature_dim)
@@ -213,21 +216,37 @@ def train_ensemble(preferred, rejected, *, members: int = 1, seed: int = 0, boot
     return nets, metrics
 
 
-def load_bt_network(path: str | Path) -> torch.nn.Module:
-    """A reward network from `NAME.safetensors` and its card `NAME.json` (written by `train-reward`)."""
-    path = Path(path)
+def read_bt_card(path: Path) -> dict:
+    """The card `NAME.json` beside `NAME.safetensors`, checked to be a Bradley-Terry card; one line otherwise."""
     card_path = path.with_suffix(".json")
     if not card_path.is_file():
         raise WeightsError(f"{path} has no card {card_path.name}; train it with `rewardsteer train-reward`")
-    card = json.loads(card_path.read_text())
-    arch = card.get("architecture", {})
-    if card.get("kind") != KIND or arch.get("class") != "Classifier":
-        raise WeightsError(f"{card_path} is not a {KIND} card (kind={card.get('kind')!r})")
-    net = Classifier(**arch["config"])
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise WeightsError(f"{card_path}: not a readable card ({' '.join(str(e).split())[:200]})") from None
+    arch = card.get("architecture") if isinstance(card, dict) else None
+    if not isinstance(arch, dict) or card.get("kind") != KIND or arch.get("class") != "Classifier":
+        what = f"kind={card.get('kind')!r}" if isinstance(card, dict) else f"a JSON {type(card).__name__}"
+        raise WeightsError(f"{card_path} is not a {KIND} card ({what})")
+    if not isinstance(arch.get("config"), dict):
+        raise WeightsError(f"{card_path}: the card's architecture has no config object")
+    return card
+
+
+def load_bt_network(path: str | Path) -> torch.nn.Module:
+    """A reward network from `NAME.safetensors` and its card `NAME.json` (written by `train-reward`)."""
+    path = Path(path)
+    config = read_bt_card(path)["architecture"]["config"]
+    try:
+        net = Classifier(**config)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path.with_suffix('.json')}: the card's config does not build the network: "
+                           f"{' '.join(str(e).split())[:200]}") from None
     try:
         net.load_state_dict(load_safetensors(path))
     except RuntimeError as e:
-        raise WeightsError(f"{path} does not match its card: {e}") from None
+        raise WeightsError(f"{path} does not match its card: {' '.join(str(e).split())[:200]}") from None
     return net.eval().requires_grad_(False)
 
 
@@ -246,21 +265,32 @@ def load_bt(path: str | Path) -> Reward:
         return members[0] if len(members) == 1 else Ensemble(members, name=path.name or "bt")
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise WeightsError(f"no {KIND} model at {path}: give a NAME.safetensors written by `rewardsteer train-reward` "
+                           "(its card NAME.json beside it) or their folder")
     return BTReward(load_bt_network(path), path.stem)
 
 
 def _is_bt(card: Path) -> bool:
+    """Whether a card beside a weight file claims to be a BT card (a card that does not parse is one, so that
+    loading names it instead of skipping it)."""
     try:
-        return json.loads(card.read_text()).get("kind") == KIND
-    except (OSError, ValueError):
-        return False
+        data = json.loads(card.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return card.is_file()
+    return not isinstance(data, dict) or data.get("kind") == KIND
 
 
 def train_and_save(preferred, rejected, out_dir: str | Path, name: str = "bt", *, members: int = 1, seed: int = 0,
                    bootstrap: bool = False, heldout_fraction: float = 0.1, source: str = "", **knobs) -> list[dict]:
     """Train `members` BT models and write each as `NAME[-i].safetensors` + card; returns their cards' metrics."""
+    check_file_name(name, "name")
     nets, metrics = train_ensemble(preferred, rejected, members=members, seed=seed, bootstrap=bootstrap,
                                    heldout_fraction=heldout_fraction, **knobs)
+    for k, net in enumerate(nets):  # a diverged member: nothing is saved
+        if not all(bool(torch.isfinite(t).all()) for t in net.state_dict().values() if t.is_floating_point()):
+            raise RewardsteerError(f"member {k} diverged (non-finite weights, lr {knobs.get('lr', 2e-3):g}); nothing "
+                                   f"was saved to {out_dir}: lower --lr")
     for k, (net, m) in enumerate(zip(nets, metrics)):
         save_model(net, Path(out_dir), name if members == 1 else f"{name}-{k}", {
             "kind": KIND, "role": "reward model r(x) trained on preference pairs (Bradley-Terry loss)",

@@ -108,6 +108,10 @@ class BundledImages:
             raise RewardsteerError(f"--method {spec.method} steers a multi-step stochastic sampler: use --model mnist-flow")
         if spec.amortized is not None and spec.particle:
             raise RewardsteerError("--amortized wraps a one-step generator: use it with reno, best_of_n or the searches")
+        if spec.amortized is not None:
+            from ..amortized.artifacts import check_amortized
+
+            check_amortized(spec.amortized)
         condition(spec)
         for s in spec.rewards or DEFAULT_REWARD:
             reward_from_spec(s, spec.target)

@@ -4,11 +4,38 @@ Particle methods get its stochastic sampler (eta = 1, 50 steps unless --steps), 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import RewardsteerError
 from .registry import Plan, budget_of, image_writer, one_step_kwargs, pick_knobs, register
 from .spec import PARTICLE_METHODS, RunSpec
 
 REWARD_HELP = "clip:PATH_OR_ID, head:FILE.safetensors, suppress:CONCEPT, pickscore:PATH, hps:PATH or jpeg"
+
+
+def local(name: str) -> bool:
+    """Whether a name is written as a local path (./x, ../x, /x, ~/x) rather than a hub id (org/model)."""
+    return name.startswith(("./", "../", "/", "~", ".\\")) or name in (".", "..")
+
+
+def check_local(name: str, what: str, always: bool = False) -> None:
+    """A name written as a local path (or any name, `always`) must exist: one line, instead of a hub lookup and
+    a download hint."""
+    if (always or local(name)) and not Path(name).expanduser().exists():
+        sep = "" if what.endswith(" ") else " "
+        raise RewardsteerError(f"{what}{sep}{name}: no such folder or file")
+
+
+def spec_paths(spec: str) -> list[tuple[str, bool]]:
+    """(path or hub id, whether it must be a local file) for each model a pipeline reward spec names: clip:X,
+    pickscore:X, hps:X, head:FILE[@X], suppress:CONCEPT[@X]."""
+    head, _, tail = spec.partition(":")
+    if head in ("clip", "pickscore", "hps"):
+        return [(tail, False)]
+    if head in ("head", "suppress"):
+        what, _, clip = tail.rpartition("@") if "@" in tail else (tail, "", "")
+        return ([(what, True)] if head == "head" else []) + ([(clip, False)] if clip else [])
+    return []
 
 
 class Pipelines:
@@ -30,6 +57,10 @@ class Pipelines:
             raise RewardsteerError("--pipeline needs --prompt \"...\"")
         if not spec.rewards:
             raise RewardsteerError(f"--pipeline needs --reward: {REWARD_HELP}")
+        check_local(spec.pipeline, "--pipeline")
+        for s in (*spec.rewards, *(spec.heldouts or ())):
+            for path, always in spec_paths(s):
+                check_local(path, f"--reward {s}: ", always)
         for s in spec.heldouts or ():
             if s == "judges" or s in CLASSIFIERS:
                 raise RewardsteerError(f"--heldout {s}: the bundled judges were trained on 1x28x28 MNIST digits, not "

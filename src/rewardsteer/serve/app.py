@@ -11,31 +11,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import RewardsteerError
 from ..runs.spec import METHOD_CHOICES
-from .session import SteeringRun, changed_options, one_line
+from .policy import (
+    AGGREGATES,
+    CONDITIONS,
+    IMAGE_HELDOUT,
+    IMAGE_REWARDS,
+    MOLECULE_HELDOUT,
+    MOLECULE_REWARDS,
+    ROBUST,
+    PagePolicy,
+    generators,
+)
+from .session import SteeringRun, changed_options, log_line, one_line
 
-IMAGE_REWARDS = ["proxies-mixed", "proxies", "proxies:3", *(f"mnist-proxy-{i}" for i in range(5)),
-                 *(f"mnist-proxy-mlp-{i}" for i in range(3)), "mnist-judge", "mnist-judge-vit", "mnist-judge-rff"]
-IMAGE_HELDOUT = ["judges", "mnist-judge", "mnist-judge-vit", "mnist-judge-rff", "none"]
-MOLECULE_REWARDS = ["qed", "neg_sa", "logp", "penalized_logp", "qed_sa_mw"]
-MOLECULE_HELDOUT = ["gold", "valid", "none"]
-AGGREGATES = ["(none)", "mean", "wco", "uwo", "uwo:0.5", "mean_std", "cvar:0.2"]
-ROBUST = ["default", "light", "none"]
-CONDITIONS = ["none", "class", *map(str, range(10))]
 LIVE_EVERY = 0.4  # seconds between live trace updates
-
-
-def generators() -> list[str]:
-    """The bundled generators; moses-mdlm when its weights and RDKit are installed."""
-    import importlib.util
-
-    from ..bundled.hub import WEIGHTS_DIR
-
-    names = ["mnist-onestep", "mnist-flow"]
-    if (WEIGHTS_DIR / "moses-mdlm.safetensors").is_file() and importlib.util.find_spec("rdkit") is not None:
-        names.append("moses-mdlm")
-    return names
 
 
 def live_plot(rows: list[tuple[int, float, float]], title: str):
@@ -78,10 +68,13 @@ def form_options(model, target, condition, rewards, aggregate, robust, heldouts,
     return changed_options(form)
 
 
-def build_app(workdir: str | Path | None = None):
-    """The Gradio Blocks app. Runs write under `workdir` (default: a temporary folder)."""
+def build_app(workdir: str | Path | None = None, policy: PagePolicy | None = None):
+    """The Gradio Blocks app. Runs write under `workdir` (default: a temporary folder), within `policy`'s limits
+    (default: bundled names only, no paths, the default caps)."""
     import gradio as gr
 
+    policy = policy or PagePolicy()
+    custom = bool(policy.allow_paths)  # typed values (bt:PATH) only when paths are allowed at all
     workdir = Path(workdir or tempfile.mkdtemp(prefix="rewardsteer-serve-"))
     gens = generators()
     with gr.Blocks(title="rewardsteer") as app:
@@ -90,19 +83,19 @@ def build_app(workdir: str | Path | None = None):
         current = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                model = gr.Dropdown(gens, value="mnist-onestep", label="generator", allow_custom_value=True,
+                model = gr.Dropdown(gens, value="mnist-onestep", label="generator", allow_custom_value=False,
                                     elem_id="model")
                 with gr.Row():
                     target = gr.Number(7, precision=0, minimum=0, maximum=9, label="class (the rewards' target)",
                                        elem_id="target")
                     condition = gr.Dropdown(CONDITIONS, value="none", label="condition (what the generator is asked)",
                                             elem_id="condition")
-                rewards = gr.Dropdown(IMAGE_REWARDS, value=["proxies-mixed"], multiselect=True, allow_custom_value=True,
+                rewards = gr.Dropdown(IMAGE_REWARDS, value=["proxies-mixed"], multiselect=True, allow_custom_value=custom,
                                       label="reward(s)", elem_id="rewards")
                 with gr.Row():
                     aggregate = gr.Dropdown(AGGREGATES, value="(none)", label="aggregate", elem_id="aggregate")
                     robust = gr.Dropdown(ROBUST, value="default", label="robust (EOT)", elem_id="robust")
-                heldouts = gr.Dropdown(IMAGE_HELDOUT, value=["judges"], multiselect=True, allow_custom_value=True,
+                heldouts = gr.Dropdown(IMAGE_HELDOUT, value=["judges"], multiselect=True, allow_custom_value=custom,
                                        label="held-out judges (watched, never optimized)", elem_id="heldouts")
                 method = gr.Dropdown(METHOD_CHOICES, value="best_of_n", label="method", elem_id="method")
                 with gr.Row():
@@ -114,8 +107,10 @@ def build_app(workdir: str | Path | None = None):
                     steps = gr.Number(8, precision=0, label="steps (mnist-flow)", elem_id="steps")
                     seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
                 with gr.Row():
-                    max_nfe = gr.Number(None, precision=0, label="budget: max NFE (0: none)", elem_id="max_nfe")
-                    max_seconds = gr.Number(None, label="budget: max seconds (0: none)", elem_id="max_seconds")
+                    max_nfe = gr.Number(None, precision=0, label=f"budget: max NFE (empty: {policy.max_nfe})",
+                                        elem_id="max_nfe")
+                    max_seconds = gr.Number(None, label=f"budget: max seconds (empty: {policy.max_seconds:g})",
+                                            elem_id="max_seconds")
                 with gr.Row():
                     go = gr.Button("Steer", variant="primary", elem_id="run")
                     stop = gr.Button("Stop", elem_id="stop")
@@ -146,9 +141,10 @@ def build_app(workdir: str | Path | None = None):
             blank = (None, None, "", "", "", None, None)
             try:
                 options = form_options(*values)
-                session = SteeringRun(options, workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{id(values):x}")
-            except RewardsteerError as e:
-                yield (one_line(e), *blank)
+                session = SteeringRun(options, workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{id(values):x}",
+                                      policy=policy)
+            except Exception as e:  # noqa: BLE001 - whatever it is: one line on the page and in the log
+                yield (log_line(one_line(e)), *blank)
                 return
             session.start()
             title = f"{options.get('method', 'reno')}: running"
@@ -161,6 +157,8 @@ def build_app(workdir: str | Path | None = None):
                     yield ("running...", live_plot(list(session.rows), title), None, "", "", "", None, session)
             files = session.files()
             lines = session.summary
+            if session.error:
+                log_line(session.error)
             if session.error and "result" not in files:
                 yield (session.error, live_plot(list(session.rows), "failed"), None, "", "", "", None, None)
                 return
@@ -184,8 +182,10 @@ def build_app(workdir: str | Path | None = None):
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, workdir: str | Path | None = None, quiet: bool = False):
-    """Start the app (blocking) on http://HOST:PORT."""
+def serve(host: str = "127.0.0.1", port: int = 7860, workdir: str | Path | None = None, quiet: bool = False,
+          policy: PagePolicy | None = None):
+    """Start the app (blocking) on http://HOST:PORT, its runs within `policy` (rewardsteer serve's --allow-path and
+    caps)."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -197,5 +197,5 @@ def serve(host: str = "127.0.0.1", port: int = 7860, workdir: str | Path | None 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="rewardsteer-serve-"))
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
-    build_app(workdir).queue().launch(server_name=host, server_port=port, share=False, ssr_mode=False, quiet=quiet,
+    build_app(workdir, policy).queue().launch(server_name=host, server_port=port, share=False, ssr_mode=False, quiet=quiet,
                                       theme=theme, footer_links=[], allowed_paths=[str(workdir)])

@@ -5,6 +5,7 @@ rows and summary (no process-wide stdout redirection), so concurrent runs never 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 from ..errors import RewardsteerError
 from ..runs import check, execute
 from ..runs.spec import RunSpec, spec_fields
+from .policy import PagePolicy
 
 
 def run_defaults() -> dict:
@@ -50,13 +52,22 @@ def one_line(exc: BaseException) -> str:
     return "error: " + " ".join(msg.split())
 
 
-class SteeringRun:
-    """`rewardsteer run` with `options` (job keys, as in a batch jobs file) into `out`, in a thread. While it runs,
-    `rows` grows by one (nfe, mean score, best score) per method iteration; `stop()` asks the method to stop (it
-    returns what it has, stopped "callback"). Afterwards: `error` (a one-line message) or the files in `out`."""
+def log_line(line: str) -> str:
+    """Write a page's error to the server log (stderr) as the one line the page shows; returns it."""
+    print(f"rewardsteer serve: {line}", file=sys.stderr, flush=True)
+    return line
 
-    def __init__(self, options: dict, out: str | Path):
-        self.spec = check(RunSpec.from_dict(options))  # the CLI's checks and messages; raises RewardsteerError
+
+class SteeringRun:
+    """`rewardsteer run` with `options` (job keys, as in a batch jobs file) into `out`, in a thread, within `policy`
+    (default: the page's: bundled names, no paths, capped budgets). While it runs, `rows` grows by one (nfe, mean
+    score, best score) per method iteration; `stop()` asks the method to stop (it returns what it has, stopped
+    "callback"). Afterwards: `error` (a one-line message) or the files in `out`."""
+
+    def __init__(self, options: dict, out: str | Path, policy: PagePolicy | None = None):
+        policy = policy or PagePolicy()
+        spec = policy.capped(RunSpec.from_dict(policy.confine(options)))
+        self.spec = check(spec)  # the CLI's checks and messages; raises RewardsteerError
         self.out = Path(out)
         self.rows: list[tuple[int, float, float]] = []
         self.log: list[str] = []
