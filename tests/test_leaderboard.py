@@ -35,20 +35,24 @@ def test_summary_rates_spread_and_the_reference():
     assert pairwise_mean(__import__("torch").tensor([[0.0, 0.0], [3.0, 4.0]])) == 5.0
 
 
-def test_quick_board_runs_end_to_end(tmp_path):
-    from rewardsteer.bench import board
-
-    paths = board.run(board.QUICK, tmp_path / "q", log=lambda line: None)
-    data = json.loads(paths["json"].read_text())
+def test_quick_board_runs_end_to_end_and_resumes(tmp_path, run_cli):
+    """The README's quick line with a target of one's own (CLASS:ATTR<=V), then --report-only on the same cells."""
+    out = tmp_path / "q"
+    cli = run_cli("bench", "leaderboard", "--quick", "--target", "3:thickness<=2,slant<=-0.15", "--out", str(out))
+    assert cli.returncode == 0, cli.stderr
+    data = json.loads((out / "leaderboard.json").read_text())
     methods = data["summary"]["methods"]
     assert set(methods) == {"best_of_n", "reno", "svdd"} and len(data["cells"]) == 2 + 2 + 2
+    assert {c["task"] for c in data["cells"]} == {"3:thickness<=2,slant<=-0.15"}
     for c in data["cells"]:  # every method spent about the budget it was given, per output
         assert 0.5 * c["budget"] <= c["compute"] <= 1.1 * c["budget"] + 1, c
     svdd = [c for c in data["cells"] if c["method"] == "svdd"]
     assert all(c["rows_per_nfe"] > 1 for c in svdd)  # the emergent sampler evaluates several classes early on
-    assert "| best_of_n |" in paths["md"].read_text() and paths["png"].stat().st_size > 0
-    again = board.run(board.QUICK, tmp_path / "q", log=lambda line: pytest.fail(f"re-ran a cell: {line}"))
-    assert json.loads(again["json"].read_text())["cells"] == data["cells"]  # resumed: nothing recomputed
+    assert "| best_of_n |" in cli.stdout and (out / "leaderboard.png").stat().st_size > 0
+    again = run_cli("bench", "leaderboard", "--quick", "--target", "3:thickness<=2,slant<=-0.15", "--report-only",
+                    "--out", str(out))
+    assert again.returncode == 0 and again.stderr == ""  # nothing re-run: no cell lines logged
+    assert json.loads((out / "leaderboard.json").read_text())["cells"] == data["cells"]
 
 
 @pytest.mark.parametrize("args, message", [(["--target", "thin-99"], "unknown image target 'thin-99'"),

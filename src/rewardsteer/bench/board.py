@@ -29,6 +29,7 @@ class Config:
     targets: tuple | None = None
     steps: int | None = None
     real: int = 10_000  # real test digits the diversity reference is measured on
+    report_only: bool = False  # summarize the cells already in --out, run none
 
 
 QUICK = Config(budgets=(16, 64), seeds=(0,), outputs=2, methods=("best_of_n", "reno", "svdd"),
@@ -78,7 +79,7 @@ def run(cfg: Config, out: str | Path, log: Callable[[str], None] = print) -> dic
     if any(b < 1 for b in cfg.budgets) or not cfg.seeds or cfg.outputs < 1:
         raise RewardsteerError("budgets and --outputs must be positive and at least one seed given")
     generators, tasks, board = DOMAINS[cfg.domain](cfg)
-    records = run_board(board, generators, tasks, cfg.budgets, cfg.seeds, cfg.outputs, out, log)
+    records = run_board(board, generators, tasks, cfg.budgets, cfg.seeds, cfg.outputs, out, log, not cfg.report_only)
     summary = summarize(records, tasks)
     notes = [f"Domain: {cfg.domain}; targets: {', '.join(t.name for t in tasks)}; seeds {list(cfg.seeds)}; "
              f"{cfg.outputs} outputs per cell; methods: {', '.join(e.name for e in board)}.",

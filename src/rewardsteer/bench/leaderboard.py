@@ -94,8 +94,9 @@ def cell_key(record: dict) -> tuple:
 
 
 def run_board(entries: list[Entry], generators: dict[str, Any], tasks: list[Task], budgets, seeds, outputs: int,
-              out: str | Path, log: Callable[[str], None] = print) -> list[dict]:
-    """Every cell not yet in `out/cells.jsonl`, appended as it finishes; returns all records."""
+              out: str | Path, log: Callable[[str], None] = print, compute: bool = True) -> list[dict]:
+    """Every cell not yet in `out/cells.jsonl`, appended as it finishes (none with `compute=False`: the report of
+    what is there); returns all records."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "cells.jsonl"
@@ -105,7 +106,7 @@ def run_board(entries: list[Entry], generators: dict[str, Any], tasks: list[Task
     # method at the smaller budgets and the one-step methods up to the largest (cells.jsonl resumes it)
     cells = [(budget * (SAMPLER_ROWS if e.kind == "sampler" else 1), budget, seed, ti, ei)
              for budget in budgets for seed in seeds for ti, task in enumerate(tasks) for ei, e in enumerate(entries)
-             if e.min_budget <= budget <= e.max_budget and (e.name, task.name, budget, seed) not in done]
+             if compute and e.min_budget <= budget <= e.max_budget and (e.name, task.name, budget, seed) not in done]
     for _, budget, seed, ti, ei in sorted(cells):
         entry, task = entries[ei], tasks[ti]
         rec = run_cell(entry, generators[entry.kind], task, budget, outputs, seed)

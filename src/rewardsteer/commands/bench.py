@@ -53,9 +53,10 @@ def overopt(quick, target, seeds, threads, out):
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="number of seeds (default 3)")
 @click.option("--outputs", type=click.IntRange(min=1), default=None, help="outputs per cell (default 8)")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's)")
+@click.option("--report-only", is_flag=True, help="write the report of the cells already in --out; run none")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/leaderboard"), show_default=True,
               callback=writable_out_option, help="cells.jsonl (resumable), leaderboard.{md,png,json}")
-def leaderboard(domain, quick, methods, targets, budgets, seeds, outputs, threads, out):
+def leaderboard(domain, quick, methods, targets, budgets, seeds, outputs, threads, report_only, out):
     """Every method at equal compute on rare targets whose success is judged by gold (judges, analytic
     attributes and realism for images; RDKit for molecules); resumes from --out/cells.jsonl."""
     import dataclasses
@@ -68,7 +69,7 @@ def leaderboard(domain, quick, methods, targets, budgets, seeds, outputs, thread
         torch.set_num_threads(threads)
     cfg = board.quick(domain) if quick else board.Config(domain=domain)
     changes = {"methods": tuple(methods) or cfg.methods, "targets": tuple(targets) or cfg.targets,
-               "budgets": tuple(budgets) or cfg.budgets}
+               "budgets": tuple(budgets) or cfg.budgets, "report_only": report_only}
     if seeds:
         changes["seeds"] = tuple(range(seeds))
     if outputs:
