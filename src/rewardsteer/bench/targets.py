@@ -41,13 +41,21 @@ class Target:
     description: str = ""
 
     def in_range(self, attrs: dict[str, torch.Tensor]) -> torch.Tensor:
-        ok = torch.ones_like(next(iter(attrs.values())), dtype=torch.bool)
-        for a, (lo, hi) in self.ranges.items():
-            if lo is not None:
-                ok &= attrs[a] >= lo
-            if hi is not None:
-                ok &= attrs[a] <= hi
-        return ok
+        return within(attrs, self.ranges)
+
+
+def within(values: dict[str, torch.Tensor], ranges: dict) -> torch.Tensor:
+    """(N,) bool: every `values[name]` in its closed range {name: (low or None, high or None)} (NaN fails any
+    bound): the attribute rule of image targets and the property rule of molecule targets."""
+    ok = torch.ones_like(next(iter(values.values())), dtype=torch.bool)
+    for name, (lo, hi) in ranges.items():
+        if name not in values:
+            raise UnknownNameError("attribute", name, list(values))
+        if lo is not None:
+            ok &= values[name] >= lo
+        if hi is not None:
+            ok &= values[name] <= hi
+    return ok
 
 
 IMAGE_TARGETS = {t.name: t for t in (
@@ -90,11 +98,18 @@ class ImageGold:
         return out
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+    def measure(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the rule reads, per image: `cls` (`judged_class`), `realism`, and every analytic attribute."""
         images = images.float().clamp(0, 1)
-        ok = self.judged_class(images) == target.klass
-        ok &= target.in_range(measure(images))
-        return ok & (self.realism.score(images) >= REALISM_LOW)
+        return {"cls": self.judged_class(images), "realism": self.realism.score(images), **measure(images)}
+
+    @staticmethod
+    def meets(stats: dict[str, torch.Tensor], target: Target, realism_low: float = REALISM_LOW) -> torch.Tensor:
+        """(N,) bool from `measure`'s output: judged class, realism at least `realism_low`, attributes in range."""
+        return (stats["cls"] == target.klass) & (stats["realism"] >= realism_low) & target.in_range(stats)
+
+    def __call__(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        return self.meets(self.measure(images), target)
 
 
 class AttributeRange(Reward):
