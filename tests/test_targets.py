@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from rewardsteer.bench import attributes as A
 from rewardsteer.bench.rates import binomial_cdf, consistent, upper_bound
-from rewardsteer.bench.targets import IMAGE_TARGETS, REALISM_LOW, ImageGold, Target, image_objective, image_target, within
+from rewardsteer.bench.targets import (IMAGE_TARGETS, PEAK_LOW, REALISM_LOW, ImageGold, Target, image_objective,
+                                       image_target, within)
 from rewardsteer.errors import UnknownNameError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -106,6 +107,20 @@ def test_gold_accepts_real_digits_that_meet_a_target_and_no_blank_or_saturated_i
     # real digits in the monitor's PCA space); the judges reject it
     realism = gold.realism.score(odd)
     assert (realism[1:] < REALISM_LOW).all() and realism[0] >= REALISM_LOW and gold.judged_class(odd[:1]).item() == -1
+
+
+def test_gold_rejects_dimmed_digits_that_the_attributes_read_as_thin(gold, real_digits):
+    """Ink is pixels > 0.5, so a dimmed 0 reads thin; realism and the judges accept it; the peak gate does not."""
+    x, y, stats = real_digits
+    zeros, t = x[y == 0][:150], image_target("thin-0")
+    as_bright = lambda s: {**s, "peak": torch.ones_like(s["peak"])}  # noqa: E731  the rule without its peak gate
+    before = int(ImageGold.meets(as_bright(gold.measure(zeros)), t).sum())
+    for scale in (0.7, 0.45):
+        dim = gold.measure(zeros * scale)
+        assert (dim["realism"] >= REALISM_LOW).float().mean() > 0.95
+        assert int(ImageGold.meets(as_bright(dim), t).sum()) > 1.5 * before  # the hack the gate closes
+        assert not ImageGold.meets(dim, t).any()
+    assert (stats["peak"] >= PEAK_LOW).all()  # every real digit passes the gate
 
 
 def test_target_errors_name_what_is_known():
@@ -223,7 +238,7 @@ def test_quick_run_is_cheap_and_repeats_the_committed_counts_on_the_same_samples
         assert close(row["prior"]["hits"], ref["prior"]["hits"]) and close(row["real"]["hits"], ref["real"]["hits"])
         assert close(row["prior_class_realistic"], ref["prior_class_realistic"])
         assert all(close(k, ref["prior_parts"][a]) for a, k in row["prior_parts"].items())
-    for key in ("judges_agree", "realism_pass", "real_judges_agree", "real_realism_pass"):
+    for key in ("judges_agree", "realism_pass", "peak_pass", "real_judges_agree", "real_realism_pass", "real_peak_pass"):
         assert close(quick["images"]["summary"][key], subset["summary"][key]), key
     tested = {name: row["test"]["hits"] for name, row in quick["molecules"]["targets"].items()}
     assert tested == COMMITTED["molecules"]["quick_subset"]["test"]  # RDKit on the same molecules: exact
