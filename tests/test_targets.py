@@ -13,8 +13,16 @@ import torch.nn.functional as F
 
 from rewardsteer.bench import attributes as A
 from rewardsteer.bench.rates import binomial_cdf, consistent, upper_bound
-from rewardsteer.bench.targets import (IMAGE_TARGETS, PEAK_LOW, REALISM_LOW, ImageGold, Target, image_objective,
-                                       image_target, within)
+from rewardsteer.bench.targets import (
+    IMAGE_TARGETS,
+    PEAK_LOW,
+    REALISM_LOW,
+    ImageGold,
+    Target,
+    image_objective,
+    image_target,
+    within,
+)
 from rewardsteer.errors import UnknownNameError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
