@@ -57,3 +57,24 @@ def test_killed_training_resumes_bit_identically(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
     log = (tmp_path / "killed" / "logs" / "mnist-flow.jsonl").read_text()
     assert '"resumed_at": 3' in log and '"step": 0' in log  # the log of the first attempt is kept
+
+
+def test_attr_proxy_quick_writes_a_card_like_the_bundled_one_and_is_deterministic(tmp_path):
+    """`mnist-attr-proxy`'s training script: the card has the bundled card's fields, the weights load through the hub,
+    and two runs give bit-identical weights."""
+    from rewardsteer.train import attr_proxy
+
+    torch.set_num_threads(1)
+    for run in ("a", "b"):
+        attr_proxy.main(["--quick", "--out", str(tmp_path / run), "--threads", "1"])
+    card = json.loads((tmp_path / "a" / "mnist-attr-proxy.json").read_text())
+    bundled = hub.model_card("mnist-attr-proxy")
+    assert set(card) == set(bundled) and set(card["metrics"]) == set(bundled["metrics"])
+    assert card["architecture"] == bundled["architecture"] and card["training"]["seed"] == bundled["training"]["seed"]
+    assert set(card["metrics"]["r2_test"]) == set(attr_proxy.NAMES) and "PGD on 32 test digits" in card["metrics"]["hacking"]
+    assert card["command"].startswith("python -m rewardsteer.train.attr_proxy")
+    net = hub.load_network("mnist-attr-proxy", tmp_path / "a")
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 5)
+    a = hub.load_safetensors(tmp_path / "a" / "mnist-attr-proxy.safetensors")
+    b = hub.load_safetensors(tmp_path / "b" / "mnist-attr-proxy.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -2,7 +2,8 @@
 
 Input: (N, 1, 28, 28) images in [0, 1] (white ink on black, MNIST convention), any float dtype; output: a
 dict of (N,) float32 tensors. Everything is batched torch, deterministic, and not differentiable by design
-(thresholds and thinning): the learned proxies in `proxies.py` are the differentiable, hackable stand-ins.
+(thresholds and thinning): the learned proxy `mnist-attr-proxy` (`models.attribute_regressor()`, trained by
+`rewardsteer.train.attr_proxy`) is the differentiable, hackable stand-in.
 
 Coordinates: x = column (grows to the right), y = row (grows DOWNWARD, image convention).
 Ink = pixels > INK (0.5).
@@ -11,7 +12,7 @@ Ink = pixels > INK (0.5).
 - area:       number of ink pixels.
 - thickness:  area / skeleton length (pixels), the mean stroke width in pixels. The skeleton is the
               Zhang-Suen thinning (Zhang & Suen 1984, CACM 27(3)) of the ink mask, its length the number of
-              skeleton pixels. A straight bar of width w gives about w (see `validate_attributes.py`).
+              skeleton pixels. A straight bar of width w gives about w (tests/test_targets.py).
 - slant:      the horizontal shear of the ink, −μ11/μ02 from the intensity-weighted central second moments
               (μ11 = E[(x−x̄)(y−ȳ)], μ02 = E[(y−ȳ)²]); it is dx per unit of height going UP, i.e. tan of the
               lean from vertical: > 0 leans right (top to the right, like '/'), < 0 leans left ('\\').

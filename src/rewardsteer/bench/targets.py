@@ -3,8 +3,12 @@ multi-property molecules under RDKit.
 
 An image target's **gold** (`ImageGold`): every held-out judge (`mnist-judge`, `mnist-judge-vit`,
 `mnist-judge-rff`) names the target class with probability ≥ 0.9, every analytic attribute (`bench.attributes`:
-stroke thickness, slant, height, width) is in its range, and realism (`mnist-realism`) is at least its 5%
-quantile over the 10k real test digits, so 95% of real digits pass and a hacked blob fails.
+stroke thickness, slant, height, width) is in its range, realism (`mnist-realism`) is at least its 5%
+quantile over the 10k real test digits, so 95% of real digits pass and a hacked blob fails, and the brightest pixel
+is at least PEAK_LOW. The last gate closes a hack the others miss: the attributes read ink as pixels > 0.5, so a
+dimmed digit reads thin (a real 0 dimmed to 0.7 meets thin-0 2.4 times as often; dimmed below 0.5 it has no ink
+and thickness 0), and the realism monitor and the judges accept dimmed digits. Every one of the 70k MNIST digits
+has a peak of at least 0.992, and all but 1 of 100,000 prior samples at least 0.9.
 Its **objective** (`image_objective`) is what methods optimize and can be fooled: log p(class | x) under the
 mixed CNN + MLP proxies, minus the distance of the learned attribute regressor's reading (`mnist-attr-proxy`)
 from each range, in units of that attribute's spread over real digits.
@@ -28,6 +32,7 @@ from .attributes import measure
 
 CONFIDENT = 0.9  # every held-out judge's max probability, on the same class
 REALISM_LOW = -1.404  # 5% quantile of mnist-realism over the 10k MNIST test digits (docs/benchmarks/targets.json)
+PEAK_LOW = 0.9  # the brightest pixel of a success (module docstring)
 RANGE_WEIGHT = 1.0  # objective: nats of class log-probability per real-digit sd outside an attribute range
 
 
@@ -41,13 +46,21 @@ class Target:
     description: str = ""
 
     def in_range(self, attrs: dict[str, torch.Tensor]) -> torch.Tensor:
-        ok = torch.ones_like(next(iter(attrs.values())), dtype=torch.bool)
-        for a, (lo, hi) in self.ranges.items():
-            if lo is not None:
-                ok &= attrs[a] >= lo
-            if hi is not None:
-                ok &= attrs[a] <= hi
-        return ok
+        return within(attrs, self.ranges)
+
+
+def within(values: dict[str, torch.Tensor], ranges: dict) -> torch.Tensor:
+    """(N,) bool: every `values[name]` in its closed range {name: (low or None, high or None)} (NaN fails any
+    bound): the attribute rule of image targets and the property rule of molecule targets."""
+    ok = torch.ones_like(next(iter(values.values())), dtype=torch.bool)
+    for name, (lo, hi) in ranges.items():
+        if name not in values:
+            raise UnknownNameError("attribute", name, list(values))
+        if lo is not None:
+            ok &= values[name] >= lo
+        if hi is not None:
+            ok &= values[name] <= hi
+    return ok
 
 
 IMAGE_TARGETS = {t.name: t for t in (
@@ -111,11 +124,22 @@ class ImageGold:
         return out
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+    def measure(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the rule reads, per image: `cls` (`judged_class`), `realism`, `peak` (the brightest pixel) and every
+        analytic attribute."""
         images = images.float().clamp(0, 1)
-        ok = self.judged_class(images) == target.klass
-        ok &= target.in_range(measure(images))
-        return ok & (self.realism.score(images) >= REALISM_LOW)
+        return {"cls": self.judged_class(images), "realism": self.realism.score(images),
+                "peak": images.flatten(1).amax(1), **measure(images)}
+
+    @staticmethod
+    def meets(stats: dict[str, torch.Tensor], target: Target, realism_low: float = REALISM_LOW) -> torch.Tensor:
+        """(N,) bool from `measure`'s output: judged class, realism at least `realism_low`, peak at least PEAK_LOW,
+        attributes in range."""
+        ok = (stats["cls"] == target.klass) & (stats["realism"] >= realism_low) & (stats["peak"] >= PEAK_LOW)
+        return ok & target.in_range(stats)
+
+    def __call__(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        return self.meets(self.measure(images), target)
 
 
 class AttributeRange(Reward):

@@ -7,6 +7,8 @@
 - penalized logP: logP − SA − (number of rings larger than 6 atoms), the unnormalized form of
   Gómez-Bombarelli et al. 2018 / You et al. 2018 (GCPN).
 - MW: molecular weight (Da); rings: ring count.
+- Descriptors of the benchmark's molecule targets (`bench.mol_targets`): TPSA (topological polar surface area,
+  Ertl et al. 2000), H-bond donors (Lipinski), rotatable bonds and aromatic rings (RDKit's rdMolDescriptors).
 RDKit is an optional extra (`rewardsteer[molecules]`); importing this module without it names the fix.
 """
 
@@ -21,7 +23,7 @@ from ..errors import RewardsteerError
 
 try:
     from rdkit import Chem, RDLogger
-    from rdkit.Chem import QED, Crippen, Descriptors
+    from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise RewardsteerError("molecules need RDKit: pip install 'rewardsteer[molecules]' (or `make dev`)") from None
 
@@ -72,6 +74,22 @@ def mw(m) -> float:
 
 def rings(m) -> float:
     return float(m.GetRingInfo().NumRings())
+
+
+def tpsa(m) -> float:
+    return float(Descriptors.TPSA(m))
+
+
+def hbd(m) -> float:
+    return float(Lipinski.NumHDonors(m))
+
+
+def rotatable_bonds(m) -> float:
+    return float(rdMolDescriptors.CalcNumRotatableBonds(m))
+
+
+def aromatic_rings(m) -> float:
+    return float(rdMolDescriptors.CalcNumAromaticRings(m))
 
 
 def penalized_logp(m) -> float:
