@@ -44,7 +44,8 @@ browser:
 		( (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 		  echo "chromium unavailable: the browser test will skip" )
 
-# Retrain the bundled models (about 5.5 hours on 2 CPU cores; moses-mdlm alone 75 min on one thread; docs/models.md),
+# Retrain the bundled models (about 6 hours on 2 CPU cores; moses-mdlm alone 75 min on one thread, the emergent
+# sampler's noise-conditional classifier 21 min with its log Z_c(t) table; docs/models.md),
 # then re-measure their cards.
 # Each step checkpoints and resumes (--resume); the one-step model is distilled from the first flow,
 # which is then fine-tuned with half of its batches unconditional.
@@ -55,6 +56,7 @@ train: $(DEV_STAMP)
 	$(PY) -m rewardsteer.train.flow --init mnist-flow --label-dropout 0.5 --lr 2e-4 --batch 64 --steps 1200 \
 		--threads 1 --checkpoint src/rewardsteer/weights/checkpoints/mnist-flow-finetune --resume
 	$(PY) -m rewardsteer.train.judges --which all --threads 1
+	$(PY) -m rewardsteer.train.time_classifier --steps 4000 --threads 1 --resume
 	$(PY) -m rewardsteer.train.evaluate
 	$(PY) -m rewardsteer.train.mdlm --representation selfies --train-size 400000 --length 48 --steps 5500 --threads 1 --resume
 	$(PY) -m rewardsteer.train.mol_proxies --prop qed --k 3
