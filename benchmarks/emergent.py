@@ -15,7 +15,7 @@ long run can go in pieces, in parallel processes, and be reported from whatever 
     particles                   FK and SVDD on both samplers
 Usage:
     python benchmarks/emergent.py [--parts ode,sde,...] [--n 1000] [--render-only]
-        -> benchmarks/results/emergent/*.json, docs/benchmarks/emergent.{json,md,png}
+        -> benchmarks/results/emergent/*.json, docs/benchmarks/emergent.{json,md,png}, docs/models.md's section
     python benchmarks/emergent.py --quick --out DIR   (a few dozen samples, 4 steps, < 60 s; what the test runs)
 """
 
@@ -32,6 +32,7 @@ import torch
 from rewardsteer import models
 from rewardsteer.bench import emergent as em
 from rewardsteer.bench import emergent_report
+from rewardsteer.bundled.training import EMERGENT_BEGIN, EMERGENT_END, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("ode", "sde", "conditional-ode", "conditional-sde", "particles")
@@ -110,6 +111,8 @@ def render(parts: dict, a, out_dir: Path) -> dict:
     (out_dir / "emergent.md").write_text(emergent_report.markdown(result))
     if settings:
         emergent_report.plot(settings, out_dir / "emergent.png")
+    if a.models_md is not None and settings:
+        write_section(a.models_md, emergent_report.models_section(result), EMERGENT_BEGIN, EMERGENT_END)
     return result
 
 
@@ -130,6 +133,8 @@ def parse(argv):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "emergent")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where emergent.{json,md,png} go")
+    p.add_argument("--models-md", type=Path, default=ROOT / "docs" / "models.md",
+                   help="the markdown file whose emergent-sampler section is rewritten (none with --quick)")
     p.add_argument("--force", action="store_true", help="rerun parts that have finished")
     p.add_argument("--render-only", action="store_true", help="only write the report from the finished parts")
     p.add_argument("--quick", action="store_true", help="30 samples, 4 steps, 2 outputs × 2 particles (the test)")
@@ -139,7 +144,7 @@ def parse(argv):
         p.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     if a.quick:
         a.n, a.steps, a.batch, a.outputs, a.particles, a.reference = 30, 4, 30, 2, 2, 1000
-        a.results = a.out / "parts"
+        a.results, a.models_md = a.out / "parts", None
     return a
 
 

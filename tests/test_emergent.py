@@ -110,3 +110,16 @@ def test_benchmark_quick_mode(tmp_path):
     for r in runs:
         assert 0 <= r["differs_from_step0_class"] <= 1 and len(r["returned_classes"]) == 2
     assert seconds < 120  # 45 s measured with both cores shared by four jobs; the bound leaves room for worse
+
+
+def test_models_md_keeps_the_emergent_section_when_evaluate_rewrites_it(tmp_path):
+    from rewardsteer.bundled.training import EMERGENT_BEGIN, EMERGENT_END, MOLECULES_BEGIN, MOLECULES_END, write_section
+    from rewardsteer.train.evaluate import kept_sections
+
+    path = tmp_path / "models.md"
+    path.write_text(f"# Bundled models\n\n{MOLECULES_BEGIN}\nmolecules\n{MOLECULES_END}\n")
+    write_section(path, "emergent v1", EMERGENT_BEGIN, EMERGENT_END)
+    write_section(path, "emergent v2", EMERGENT_BEGIN, EMERGENT_END)  # replaced, not appended twice
+    kept = kept_sections(path)
+    assert "molecules" in kept and "emergent v2" in kept and "emergent v1" not in kept
+    assert path.read_text().count(EMERGENT_BEGIN) == 1
