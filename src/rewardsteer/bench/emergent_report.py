@@ -34,11 +34,17 @@ def prior_table(settings: dict) -> list[str]:
     return lines
 
 
+def outside_band(shares: list[float]) -> str:
+    """" (digit 9: 6.8%)" for the digits whose share is outside the class-share bar, "" when none is."""
+    out = [f"digit {c}: {v:.1%}" for c, v in enumerate(shares) if not CLASS_SHARE[0] <= v <= CLASS_SHARE[1]]
+    return f" ({', '.join(out)})" if out else ""
+
+
 def bar_lines(settings: dict) -> list[str]:
     out = []
     for name, r in settings.items():
         parts = [f"{SHORT[j]} confident {yes_no(b['confident'])}, class shares {yes_no(b['class_shares'])}"
-                 for j, b in r["bars"].items() if isinstance(b, dict)]
+                 + outside_band(r["metrics"][j]["class_shares"]) for j, b in r["bars"].items() if isinstance(b, dict)]
         out.append(f"- {name}: " + "; ".join(parts) + f"; Fréchet {yes_no(r['bars']['frechet'])}.")
     return out
 
@@ -153,6 +159,12 @@ def models_section(result: dict) -> str:
                      f" | {lo:.1%}–{hi:.1%} | {r['frechet_judge']:.2f} / {r['conditional_frechet'] or 0:.2f}"
                      f" = {'' if ratio is None else f'{ratio:.2f}'} | {r['rows_per_sample']:.0f} | "
                      f"{yes_no(r['all_bars_met'])} |")
+    for name, r in settings.items():
+        shares = [r["metrics"][j]["class_shares"] for j in REAL_CONFIDENT]  # (judges, 10)
+        misses = [f"digit {c} at {min(col):.1%}–{max(col):.1%}" for c, col in enumerate(zip(*shares))
+                  if any(not CLASS_SHARE[0] <= v <= CLASS_SHARE[1] for v in col)]
+        if misses:
+            lines.append(f"\n{name}: outside the class-share band under some judge: {', '.join(misses)}.")
     lines += ["", "Bars (issue 28): confident ≥ real digits' share − 2 points (CNN 96.9%, ViT 94.7%, RFF 91.7%), "
               "class shares 7–13%, Fréchet ≤ 1.5× conditional.", ""]
     for name, r in settings.items():
