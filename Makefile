@@ -44,8 +44,8 @@ browser:
 		( (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 		  echo "chromium unavailable: the browser test will skip" )
 
-# Retrain the bundled models (about 5.7 hours on 2 CPU cores; moses-mdlm alone 75 min on one thread, mnist-attr-proxy
-# about 10 min; docs/models.md),
+# Retrain the bundled models (about 6 hours on 2 CPU cores; moses-mdlm alone 75 min on one thread, mnist-attr-proxy
+# about 10 min, the emergent sampler's noise-conditional classifier 21 min with its log Z_c(t) table; docs/models.md),
 # then re-measure their cards.
 # Each step checkpoints and resumes (--resume); the one-step model is distilled from the first flow,
 # which is then fine-tuned with half of its batches unconditional.
@@ -57,6 +57,7 @@ train: $(DEV_STAMP)
 		--threads 1 --checkpoint src/rewardsteer/weights/checkpoints/mnist-flow-finetune --resume
 	$(PY) -m rewardsteer.train.judges --which all --threads 1
 	$(PY) -m rewardsteer.train.attr_proxy --epochs 6 --threads 1
+	$(PY) -m rewardsteer.train.time_classifier --steps 4000 --threads 1 --resume
 	$(PY) -m rewardsteer.train.evaluate
 	$(PY) -m rewardsteer.train.mdlm --representation selfies --train-size 400000 --length 48 --steps 5500 --threads 1 --resume
 	$(PY) -m rewardsteer.train.mol_proxies --prop qed --k 3

@@ -78,3 +78,61 @@ def test_attr_proxy_quick_writes_a_card_like_the_bundled_one_and_is_deterministi
     a = hub.load_safetensors(tmp_path / "a" / "mnist-attr-proxy.safetensors")
     b = hub.load_safetensors(tmp_path / "b" / "mnist-attr-proxy.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_classifier_quick_writes_weights_and_its_log_norm_table(tmp_path):
+    """`mnist-flow-tclassifier`'s script: weights, a card with the log Z_c(t) table the emergent sampler reads, and
+    `--log-norm-only` recomputing the same table from the saved weights."""
+    from rewardsteer.train import time_classifier
+
+    torch.set_num_threads(1)
+    time_classifier.main(["--quick", "--out", str(tmp_path), "--threads", "1"])
+    name = time_classifier.NAME
+    card = json.loads((tmp_path / f"{name}.json").read_text())
+    assert "python -m rewardsteer.train.time_classifier" in card["command"] and card["training"]["seed"] == 0
+    assert set(card["metrics"]["test_by_t"]) == {f"t={t}" for t in time_classifier.EVAL_TIMES}
+    table = card["class_log_norm"]
+    assert table["power"] == 2.0 and len(table["t"]) == 21 and torch.tensor(table["log_z"]).shape == (21, 10)
+    assert torch.tensor(table["log_z"]).le(0).all()  # log E[p^w] of probabilities
+    net = hub.load_network(name, tmp_path)
+    assert net(torch.zeros(2, 1, 28, 28), 0.5).shape == (2, 10)
+    time_classifier.main(["--quick", "--out", str(tmp_path), "--threads", "1", "--log-norm-only"])
+    assert json.loads((tmp_path / f"{name}.json").read_text())["class_log_norm"] == table
+
+
+def test_killed_time_classifier_training_resumes_bit_identically(tmp_path, monkeypatch):
+    """Its stream is a function of the step (t, ε seeded by the step, batches by the epoch), and model, EMA,
+    AdamW moments and schedule come back from the checkpoint: killed and resumed = uninterrupted."""
+    from rewardsteer.bundled.training import Checkpoint
+    from rewardsteer.train import time_classifier
+
+    torch.set_num_threads(1)
+    args = ["--steps", "5", "--batch", "4", "--threads", "1", "--every", "0", "--eval-size", "20", "--norm-images", "10"]
+    time_classifier.main([*args, "--out", str(tmp_path / "whole")])
+    real_save = Checkpoint.save
+
+    def save_then_die(self, step, *a, **k):
+        real_save(self, step, *a, **k)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        time_classifier.main([*args, "--out", str(tmp_path / "killed")])
+    monkeypatch.setattr(Checkpoint, "save", real_save)
+    time_classifier.main([*args, "--out", str(tmp_path / "killed"), "--resume"])
+    name = time_classifier.NAME
+    a = hub.load_safetensors(tmp_path / "whole" / f"{name}.safetensors")
+    b = hub.load_safetensors(tmp_path / "killed" / f"{name}.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_classifier_batches_follow_the_epoch_permutations():
+    from rewardsteer.train.time_classifier import EpochOrder
+
+    order = EpochOrder(10, 4, seed=3)  # 2 batches per epoch, the last 2 images of each permutation unused
+    batches = [next(order) for _ in range(5)]
+    for step, idx in enumerate(batches):
+        epoch, k = divmod(step, 2)
+        perm = torch.randperm(10, generator=torch.Generator().manual_seed(3 * 1000 + epoch))
+        assert torch.equal(idx, perm[4 * k:4 * k + 4])

@@ -14,8 +14,24 @@ from safetensors.torch import load_file, save_file
 
 from .data import MNIST_LICENSE
 
-# docs/models.md: the section evaluate_molecules writes and evaluate (MNIST) keeps when it rewrites the file
+# docs/models.md: the sections other scripts write (evaluate_molecules, benchmarks/emergent.py) and evaluate (MNIST)
+# keeps when it rewrites the file
 MOLECULES_BEGIN, MOLECULES_END = "<!-- evaluate_molecules: begin -->", "<!-- evaluate_molecules: end -->"
+EMERGENT_BEGIN, EMERGENT_END = "<!-- benchmarks/emergent: begin -->", "<!-- benchmarks/emergent: end -->"
+KEPT_SECTIONS = ((MOLECULES_BEGIN, MOLECULES_END), (EMERGENT_BEGIN, EMERGENT_END))
+
+
+def write_section(path: Path, section: str, begin: str, end: str, new_file: str = "") -> None:
+    """Put `section` between the markers `begin` and `end` of the markdown file `path`, replacing an earlier one
+    (appended at the end the first time; a missing file starts as `new_file`)."""
+    text = path.read_text() if path.exists() else new_file
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def seed_everything(seed: int, threads: int | None = None) -> torch.Generator:

@@ -24,7 +24,7 @@ from ..bundled.data import load_mnist
 from ..bundled.evaluation import auroc, class_metrics, frechet_distance, judge_outputs, prior_metrics, probabilities
 from ..bundled.flow import FlowSampler, OneStepUNet
 from ..bundled.hub import WEIGHTS_DIR, load_network
-from ..bundled.training import MOLECULES_BEGIN, MOLECULES_END
+from ..bundled.training import KEPT_SECTIONS
 from ..models import HELDOUT_JUDGES, realism_monitor
 from ..report import image_grid
 from .classifiers import accuracy
@@ -151,11 +151,11 @@ def _write_cards(report: dict, weights_dir: Path) -> None:
 
 
 def kept_sections(path: Path) -> str:
-    """Sections other scripts own inside docs/models.md (the molecule model's, by evaluate_molecules), kept
-    when this script rewrites the file."""
-    begin, end = MOLECULES_BEGIN, MOLECULES_END
+    """Sections other scripts own inside docs/models.md (`KEPT_SECTIONS`: the molecule model's by evaluate_molecules,
+    the emergent sampler's by benchmarks/emergent.py), kept when this script rewrites the file."""
     text = path.read_text() if path.is_file() else ""
-    return "\n" + text[text.index(begin):text.index(end) + len(end)] + "\n" if begin in text and end in text else ""
+    return "".join("\n" + text[text.index(begin):text.index(end) + len(end)] + "\n"
+                   for begin, end in KEPT_SECTIONS if begin in text and end in text)
 
 
 def models_markdown(report: dict, weights_dir: Path, previous: dict | None = None) -> str:

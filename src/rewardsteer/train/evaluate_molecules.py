@@ -24,6 +24,7 @@ import torch
 
 from ..bundled.training import MOLECULES_BEGIN as BEGIN
 from ..bundled.training import MOLECULES_END as END
+from ..bundled.training import write_section as write_marked_section
 from ..molecules import moses_mdlm
 from ..molecules.data import load_moses
 from ..molecules.metrics import Reference, evaluate_samples
@@ -114,14 +115,7 @@ def markdown(report: dict) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Put `section` between the markers of `path`, replacing an earlier one (the file is created if missing)."""
-    text = path.read_text() if path.exists() else "# Molecules\n\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_marked_section(path, section, BEGIN, END, "# Molecules\n\n")
 
 
 def main(argv=None) -> dict:
