@@ -100,8 +100,12 @@ def run_board(entries: list[Entry], generators: dict[str, Any], tasks: list[Task
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "cells.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    done = {cell_key(r) for r in records}
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    records, done = [], set()
+    for r in lines:  # a cell written twice (two runs on one --out) counts once
+        if cell_key(r) not in done:
+            done.add(cell_key(r))
+            records.append(r)
     # cheapest cells first (a sampler's NFE costs about SAMPLER_ROWS network rows): a run stopped early has every
     # method at the smaller budgets and the one-step methods up to the largest (cells.jsonl resumes it)
     cells = [(budget * (SAMPLER_ROWS if e.kind == "sampler" else 1), budget, seed, ti, ei)
