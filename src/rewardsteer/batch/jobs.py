@@ -72,10 +72,9 @@ class Job:
 
     def argv(self, out: str | Path | None = None) -> list[str]:
         """The `rewardsteer run` arguments that run this job (with its seed; with --out when given)."""
-        args = self.spec.to_argv()
+        args = RunSpec.from_dict(self.options).to_argv()
         if "seed" not in self.options:  # the derived seed last, as a command line would add it
-            i = args.index("--seed")
-            args = args[:i] + args[i + 2:] + ["--seed", str(self.seed)]
+            args += ["--seed", str(self.seed)]
         if out is not None:
             args += ["--out", str(out), "--no-progress"]
         return args

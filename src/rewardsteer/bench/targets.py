@@ -20,7 +20,6 @@ under the prior while real digits meet it 0.3–1%.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +28,7 @@ from ..core import Reward
 from ..errors import RewardsteerError, UnknownNameError
 from ..rewards.base import WeightedSum
 from .attributes import measure
+from .leaderboard import pairwise_mean
 
 CONFIDENT = 0.9  # every held-out judge's max probability, on the same class
 REALISM_LOW = -1.404  # 5% quantile of mnist-realism over the 10k MNIST test digits (docs/benchmarks/targets.json)
@@ -178,7 +178,4 @@ def image_objective(target: Target) -> Reward:
 def real_diversity(features, images: torch.Tensor, labels: torch.Tensor, target: Target, gold: ImageGold) -> float:
     """Mean pairwise feature distance of the real test digits that meet `target` (NaN for fewer than two)."""
     keep = gold(images, target) & (labels == target.klass)
-    f = features(images[keep])
-    if len(f) < 2:
-        return math.nan
-    return float(torch.cdist(f, f).sum() / (len(f) * (len(f) - 1)))
+    return pairwise_mean(features(images[keep]))
